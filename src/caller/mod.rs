@@ -1,0 +1,114 @@
+//! Stage 3: caller classification.
+//!
+//! Input: the request headers. Output: a [`Caller`] — which configured caller class the
+//! credential belongs to (first whose `when` holds), its subject, and its claims (for
+//! `{claim.*}` templates and self-approval checks). JWT verification is pure (keys are built at
+//! load, `now` is passed in); opaque-token sources (a hashed-token lookup in a database, a
+//! constant-time comparison with an env token) do IO and are tried in configured order.
+//!
+//! Invariant: a credential that is present but cannot be verified is an error here; whether that
+//! is a 401 or a pass-through is decided by the caller of `classify` (only routes/guards 401).
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+/// A compiled `[[callers]]` entry.
+#[derive(Debug, Clone)]
+pub struct CallerClass {
+    pub name: Arc<str>,
+    pub when: When,
+    pub gated: bool,
+    pub approver: bool,
+    /// May bypass quorum (break-glass). Implies `approver`.
+    pub admin: bool,
+}
+
+/// A compiled `when` rule over claims (JWT claims or an opaque source's row fields).
+#[derive(Debug, Clone, PartialEq)]
+pub enum When {
+    Present { claim: String },
+    Equals { claim: String, value: Value },
+    OneOf { claim: String, values: Vec<Value> },
+    All(Vec<When>),
+    Any(Vec<When>),
+}
+
+/// Who is calling. `class` is `None` for anonymous callers and credentials no class matches.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    pub class: Option<Arc<CallerClass>>,
+    /// Value of `subject_claim`, when present.
+    pub subject: Option<String>,
+    pub claims: Map<String, Value>,
+    /// Subjects of the RFC 8693 `act` chain (outermost actor first), for self-approval checks.
+    pub actors: Vec<String>,
+}
+
+impl Caller {
+    pub fn anonymous() -> Self {
+        Self::default()
+    }
+
+    pub fn class_name(&self) -> Option<&str> {
+        self.class.as_deref().map(|c| &*c.name)
+    }
+
+    pub fn is_gated(&self) -> bool {
+        self.class.as_deref().is_some_and(|c| c.gated)
+    }
+
+    pub fn is_approver(&self) -> bool {
+        self.class.as_deref().is_some_and(|c| !c.gated && (c.approver || c.admin))
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.class.as_deref().is_some_and(|c| !c.gated && c.admin)
+    }
+
+    /// The approval's `requester`: the subject, falling back to the caller class name.
+    pub fn requester(&self) -> String {
+        self.subject
+            .clone()
+            .or_else(|| self.class_name().map(str::to_owned))
+            .unwrap_or_else(|| "anonymous".to_owned())
+    }
+}
+
+/// Why a credential could not be classified.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallerError {
+    #[error("more than one Authorization header")]
+    DuplicateAuthorization,
+    /// Present but unverifiable (bad signature, expired, wrong alg, wrong iss/aud, malformed).
+    /// The reason is for logs only, never for the response body.
+    #[error("credential rejected: {0}")]
+    Rejected(&'static str),
+    /// An opaque-token source failed (database down): fail closed with 503 on gated routes.
+    #[error("credential source {0} unavailable")]
+    SourceUnavailable(Arc<str>),
+}
+
+pub mod jwt;
+pub mod opaque;
+
+pub use jwt::{JwtSettings, JwtVerifier};
+pub use opaque::{TokenSource, TokenSourceKind};
+
+/// Everything needed to classify callers, compiled once at load and shared behind an `Arc`.
+#[derive(Debug)]
+pub struct Callers {
+    pub classes: Vec<Arc<CallerClass>>,
+    pub jwt: Option<JwtVerifier>,
+    pub sources: Vec<TokenSource>,
+    pub subject_claim: String,
+}
+
+impl Callers {
+    /// Classify the request's credential. `now_unix` is seconds since the epoch (for exp/nbf).
+    pub async fn classify(&self, headers: &http::HeaderMap, now_unix: u64) -> Result<Caller, CallerError> {
+        // SKELETON: replaced by the real implementation.
+        let _ = (headers, now_unix);
+        Ok(Caller::anonymous())
+    }
+}

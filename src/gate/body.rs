@@ -1,0 +1,1 @@
+//! Reading `{body.POINTER}` fields the way Go's `encoding/json` binds struct fields (SKELETON).

@@ -1,0 +1,93 @@
+//! Stage 4: the gate decision. Pure: no IO, no clock.
+//!
+//! Input: the matched [`GateRule`], the request as a [`RequestView`] (path params, query, headers,
+//! the classified caller, and the buffered body when the rule reads `{body.*}`), and the global
+//! [`Mode`]. Output: a `#[must_use]` [`Decision`] carrying the approval identity
+//! `(scope, action, request_hash)` that the store consumes or creates.
+//!
+//! Invariant: `request_hash` is byte-for-byte the hash the workspace-server's own Go gate computes
+//! (see `canonical.rs` and the vectors in `shared/reference/request-hash-vectors.json`).
+
+pub mod body;
+pub mod canonical;
+pub mod mode;
+pub mod template;
+
+pub use mode::{Mode, ModeError};
+pub use template::{Template, TemplateError};
+
+use std::sync::Arc;
+
+use http::{HeaderMap, Uri};
+use serde_json::{Map, Value};
+
+use crate::caller::Caller;
+use crate::route::Params;
+
+/// A configured destructive route: what the approval is called and what identifies it.
+#[derive(Debug)]
+pub struct GateRule {
+    pub action: Arc<str>,
+    pub scope: Template,
+    pub reason: Template,
+    /// Context keys in config order; rendered values are JSON strings.
+    pub context: Vec<(String, Template)>,
+    /// Per-route ceiling: the effective mode is `min(global, this)`.
+    pub mode: Option<Mode>,
+    /// Per-route quorum override.
+    pub approvals_required: Option<u32>,
+}
+
+/// Everything of the request that templates may read. Borrowed: nothing is copied until rendering.
+pub struct RequestView<'a> {
+    pub params: &'a Params,
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+    pub caller: &'a Caller,
+    /// `Some` only when [`GateRule::needs_body`] and the body was buffered.
+    pub body: Option<&'a [u8]>,
+}
+
+/// The identity and description of the approval a gated request needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gated {
+    pub action: Arc<str>,
+    pub scope: String,
+    pub reason: String,
+    pub context: Map<String, Value>,
+    pub request_hash: String,
+    pub approvals_required: u32,
+}
+
+#[must_use]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Not gated here: the caller is not gated, or the effective mode is off.
+    Pass,
+    /// Shadow mode: record "would gate", forward anyway.
+    Shadow(Gated),
+    /// Enforce: consume an approval or answer 202.
+    Enforce(Gated),
+}
+
+/// Why a gated request cannot be evaluated. All are the downstream's fault (400).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GateError {
+    #[error("request body is not a JSON object but the route reads `{field}` from it")]
+    BodyNotJson { field: String },
+    #[error("request body lacks field `{field}`")]
+    FieldMissing { field: String },
+    #[error("request body field `{field}` appears more than once (in some letter case)")]
+    FieldAmbiguous { field: String },
+    #[error("request body field `{field}` is not a string, number or boolean")]
+    FieldNotScalar { field: String },
+}
+
+impl GateRule {
+    /// Whether any template reads `{body.*}`, so the proxy must buffer the body.
+    pub fn needs_body(&self) -> bool {
+        self.scope.needs_body()
+            || self.reason.needs_body()
+            || self.context.iter().any(|(_, t)| t.needs_body())
+    }
+}

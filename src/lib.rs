@@ -1,0 +1,25 @@
+//! approval-gateway: a reverse proxy that puts a human approval in front of destructive
+//! operations of an unmodified HTTP API.
+//!
+//! One module per stage of a request, in flow order:
+//!
+//! ```text
+//! proxy::listener ─▶ route::find ─▶ caller::classify ─▶ gate::decide ─▶ store ─▶ proxy::forward | 202
+//!   (accept, drain)    (pure)         (pure JWT; opaque      (pure, `now`     (sqlx:     (proxy::respond maps
+//!                                      sources do IO)         passed in)       SQLite/PG)  every error to a status)
+//! ```
+//!
+//! `config` turns the TOML file into the compiled pieces the stages use; `app` wires them into
+//! one shared state; `api` is the admin listener (approvals API, inbox, metrics, health).
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod proxy;
+pub mod route;
+pub mod caller;
+pub mod gate;
+pub mod store;
+pub mod api;
+pub mod metrics;
+pub mod app;
+pub mod cli;

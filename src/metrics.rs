@@ -1,0 +1,192 @@
+//! Every metric name in one place; label values are bounded (action names from config, fixed
+//! outcome/event/kind sets — never a raw path or a caller id). Served at `/metrics` on the admin
+//! listener in the Prometheus text format.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+pub const REQUESTS: &str = "approval_gateway_requests";
+pub const UPSTREAM_DURATION: &str = "approval_gateway_upstream_request_duration_seconds";
+pub const UPSTREAM_ERRORS: &str = "approval_gateway_upstream_errors";
+pub const APPROVALS: &str = "approval_gateway_approvals";
+pub const APPROVALS_PENDING: &str = "approval_gateway_approvals_pending";
+pub const STORE_ERRORS: &str = "approval_gateway_store_errors";
+pub const GATE_MODE: &str = "approval_gateway_gate_mode";
+pub const CONFIG_RELOADS: &str = "approval_gateway_config_reloads";
+
+/// `outcome` label of `approval_gateway_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Outcome {
+    passthrough,
+    forwarded,
+    pending,
+    shadow_would_gate,
+    guard_denied,
+    unauthorized,
+    store_unavailable,
+    bad_request,
+}
+
+/// `event` label of `approval_gateway_approvals_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ApprovalEvent {
+    requested,
+    deduplicated,
+    approved,
+    bypassed,
+    denied,
+    consumed,
+    expired,
+    withdrawn,
+}
+
+/// `kind` label of `approval_gateway_upstream_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum UpstreamErrorKind {
+    connect,
+    timeout,
+    protocol,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ApprovalLabels {
+    pub action: String,
+    pub event: ApprovalEvent,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: UpstreamErrorKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+/// The registry and handles to every metric. One per process, shared behind an `Arc`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    /// `requests{route="none",outcome="passthrough"}`, resolved once: the hot path's only metric.
+    pub passthrough: Counter,
+    pub upstream_duration: Histogram,
+    pub upstream_errors: Family<KindLabels, Counter>,
+    pub approvals: Family<ApprovalLabels, Counter>,
+    pub approvals_pending: Family<ActionLabels, Gauge>,
+    pub store_errors: Counter,
+    pub gate_mode: Gauge,
+    pub config_reloads: Family<ResultLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(REQUESTS, "Requests seen by the proxy, by route action and outcome", requests.clone());
+        let upstream_duration = Histogram::new(
+            [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0].into_iter(),
+        );
+        registry.register(UPSTREAM_DURATION, "Time to the upstream's response head", upstream_duration.clone());
+        let upstream_errors = Family::<KindLabels, Counter>::default();
+        registry.register(UPSTREAM_ERRORS, "Upstream requests that failed, by kind", upstream_errors.clone());
+        let approvals = Family::<ApprovalLabels, Counter>::default();
+        registry.register(APPROVALS, "Approval transitions made by this replica", approvals.clone());
+        let approvals_pending = Family::<ActionLabels, Gauge>::default();
+        registry.register(APPROVALS_PENDING, "Pending, unexpired approvals in the store", approvals_pending.clone());
+        let store_errors = Counter::default();
+        registry.register(STORE_ERRORS, "Store operations that failed", store_errors.clone());
+        let gate_mode = Gauge::default();
+        registry.register(GATE_MODE, "Gate mode: 0 off, 1 shadow, 2 enforce", gate_mode.clone());
+        let config_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(CONFIG_RELOADS, "Configuration reloads, by result", config_reloads.clone());
+        let passthrough = requests
+            .get_or_create(&RequestLabels { route: "none".to_owned(), outcome: Outcome::passthrough })
+            .clone();
+        Self {
+            registry,
+            requests,
+            passthrough,
+            upstream_duration,
+            upstream_errors,
+            approvals,
+            approvals_pending,
+            store_errors,
+            gate_mode,
+            config_reloads,
+        }
+    }
+
+    pub fn request(&self, route: &str, outcome: Outcome) {
+        self.requests.get_or_create(&RequestLabels { route: route.to_owned(), outcome }).inc();
+    }
+
+    pub fn approval(&self, action: &str, event: ApprovalEvent) {
+        self.approvals.get_or_create(&ApprovalLabels { action: action.to_owned(), event }).inc();
+    }
+
+    pub fn upstream_error(&self, kind: UpstreamErrorKind) {
+        self.upstream_errors.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_uses_the_contract_names() {
+        let m = Metrics::new();
+        m.request("delete_workspace", Outcome::pending);
+        m.approval("delete_workspace", ApprovalEvent::requested);
+        m.upstream_error(UpstreamErrorKind::timeout);
+        m.store_errors.inc();
+        m.gate_mode.set(2);
+        m.passthrough.inc();
+        let text = m.encode();
+        for needle in [
+            "approval_gateway_requests_total{route=\"delete_workspace\",outcome=\"pending\"} 1",
+            "approval_gateway_requests_total{route=\"none\",outcome=\"passthrough\"} 1",
+            "approval_gateway_approvals_total{action=\"delete_workspace\",event=\"requested\"} 1",
+            "approval_gateway_upstream_errors_total{kind=\"timeout\"} 1",
+            "approval_gateway_store_errors_total 1",
+            "approval_gateway_gate_mode 2",
+            "approval_gateway_upstream_request_duration_seconds_bucket",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+}

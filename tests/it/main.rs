@@ -1,0 +1,10 @@
+//! The end-to-end suite: one binary, one module per area. Servers bind port 0; tests wait on
+//! conditions, never on sleeps. Postgres tests use a fresh database per test
+//! (`support::db`); set `AG_REQUIRE_POSTGRES=1` to make an unreachable Postgres a failure.
+
+mod support;
+
+mod api;
+mod gate;
+mod proxy;
+mod store;

@@ -1,0 +1,5 @@
+//! Shared test helpers.
+#![allow(dead_code)]
+
+pub mod db;
+pub mod upstream;

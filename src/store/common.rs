@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Approval, ApprovalId, DecisionRecord, EventKind, Status, StoreError, Via, VoteKind};
+use super::{
+    Approval, ApprovalId, DecisionRecord, EventKind, Status, StoreError, Ttls, Via, VoteKind,
+};
 
 /// Default and maximum page sizes of `list`.
 pub(crate) const DEFAULT_LIMIT: u32 = 50;
@@ -202,6 +204,33 @@ pub(crate) fn deadline(now: DateTime<Utc>, ttl: std::time::Duration) -> DateTime
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
+/// The pure quorum rule: what a just-recorded vote does to a pending approval. `approvals` is
+/// the number of distinct approve votes including this one. Returns the new status, its audit
+/// event and the new `expires_at` (approved → `now + ttl.approved`), or `None` (still pending).
+pub(crate) fn next_state(
+    kind: VoteKind,
+    approvals: i64,
+    required: i64,
+    ttl: Ttls,
+    now: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> Option<(Status, EventKind, DateTime<Utc>)> {
+    match kind {
+        VoteKind::Deny => Some((Status::Denied, EventKind::Denied, expires_at)),
+        VoteKind::Bypass => Some((
+            Status::Approved,
+            EventKind::Bypassed,
+            deadline(now, ttl.approved),
+        )),
+        VoteKind::Approve if approvals >= required => Some((
+            Status::Approved,
+            EventKind::Approved,
+            deadline(now, ttl.approved),
+        )),
+        VoteKind::Approve => None,
+    }
+}
+
 /// Event detail for a vote.
 pub(crate) fn vote_detail(kind: VoteKind, comment: &Option<String>) -> Value {
     serde_json::json!({ "decision": vote_str(kind), "comment": comment })
@@ -218,6 +247,51 @@ mod tests {
         assert_eq!(decode_cursor(&encode_cursor(at, id)), Some((at, id)));
         for bad in ["", "zz", &hex::encode("12"), &hex::encode("x.y")] {
             assert_eq!(decode_cursor(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn quorum_rule() {
+        let now = DateTime::from_timestamp_micros(1_000_000).expect("valid");
+        let ttl = Ttls {
+            pending: std::time::Duration::from_secs(60),
+            approved: std::time::Duration::from_secs(10),
+        };
+        let approved_until = now + chrono::TimeDelta::seconds(10);
+        let pending_until = now + chrono::TimeDelta::seconds(60);
+        let cases = [
+            (
+                VoteKind::Approve,
+                1,
+                1,
+                Some((Status::Approved, EventKind::Approved, approved_until)),
+            ),
+            (VoteKind::Approve, 1, 2, None),
+            (
+                VoteKind::Approve,
+                2,
+                2,
+                Some((Status::Approved, EventKind::Approved, approved_until)),
+            ),
+            (
+                VoteKind::Deny,
+                1,
+                2,
+                Some((Status::Denied, EventKind::Denied, pending_until)),
+            ),
+            (
+                VoteKind::Bypass,
+                0,
+                3,
+                Some((Status::Approved, EventKind::Bypassed, approved_until)),
+            ),
+        ];
+        for (kind, approvals, required, want) in cases {
+            assert_eq!(
+                next_state(kind, approvals, required, ttl, now, pending_until),
+                want,
+                "{kind:?} {approvals}/{required}"
+            );
         }
     }
 

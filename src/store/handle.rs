@@ -45,6 +45,12 @@ impl Store {
     /// Never connects: a pool is created lazily, so the gateway starts with the store down.
     /// Err only for a bad URL. Must be called inside a Tokio runtime.
     pub fn open(url: &str) -> Result<Store, StoreError> {
+        // sqlx spawns pool maintenance tasks on creation; without a runtime that would panic.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(StoreError::Url(
+                "the store must be opened inside a Tokio runtime".into(),
+            ));
+        }
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite(SqliteStore::open(url, feed.clone())?)

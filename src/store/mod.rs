@@ -15,8 +15,10 @@ use std::time::Duration;
 mod common;
 mod handle;
 pub mod postgres;
+mod postgres_decide;
 mod postgres_ops;
 pub mod sqlite;
+mod sqlite_decide;
 mod sqlite_ops;
 
 pub use handle::Store;

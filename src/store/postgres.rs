@@ -22,6 +22,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row as _};
 use tokio::sync::broadcast;
 
 use super::common::{self, classify, Row};
+use super::postgres_decide as decide;
 use super::postgres_ops as ops;
 use super::*;
 
@@ -297,7 +298,7 @@ impl ApprovalStore for PgStore {
         now: DateTime<Utc>,
     ) -> Result<DecideOutcome, StoreError> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
-        let outcome = ops::decide(&mut tx, id.0, vote, ttl, now).await?;
+        let outcome = decide::decide(&mut tx, id.0, vote, ttl, now).await?;
         tx.commit().await.map_err(classify)?;
         Ok(outcome)
     }
@@ -310,14 +311,14 @@ impl ApprovalStore for PgStore {
         now: DateTime<Utc>,
     ) -> Result<WithdrawOutcome, StoreError> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
-        let outcome = ops::withdraw(&mut tx, id.0, actor, via, now).await?;
+        let outcome = decide::withdraw(&mut tx, id.0, actor, via, now).await?;
         tx.commit().await.map_err(classify)?;
         Ok(outcome)
     }
 
     async fn expire_due(&self, now: DateTime<Utc>) -> Result<Vec<Approval>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
-        let expired = ops::expire_due(&mut tx, now).await?;
+        let expired = decide::expire_due(&mut tx, now).await?;
         tx.commit().await.map_err(classify)?;
         Ok(expired)
     }

@@ -25,6 +25,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::common::{self, classify, corrupt, Row};
+use super::sqlite_decide as decide;
 use super::sqlite_ops as ops;
 use super::*;
 
@@ -337,7 +338,7 @@ impl ApprovalStore for SqliteStore {
     ) -> Result<DecideOutcome, StoreError> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let mut events = Vec::new();
-        let outcome = ops::decide(&mut tx, id.0, vote, ttl, now, &mut events).await?;
+        let outcome = decide::decide(&mut tx, id.0, vote, ttl, now, &mut events).await?;
         tx.commit().await.map_err(classify)?;
         self.publish(events);
         Ok(outcome)
@@ -352,7 +353,7 @@ impl ApprovalStore for SqliteStore {
     ) -> Result<WithdrawOutcome, StoreError> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let mut events = Vec::new();
-        let outcome = ops::withdraw(&mut tx, id.0, actor, via, now, &mut events).await?;
+        let outcome = decide::withdraw(&mut tx, id.0, actor, via, now, &mut events).await?;
         tx.commit().await.map_err(classify)?;
         self.publish(events);
         Ok(outcome)
@@ -361,7 +362,7 @@ impl ApprovalStore for SqliteStore {
     async fn expire_due(&self, now: DateTime<Utc>) -> Result<Vec<Approval>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let mut events = Vec::new();
-        let expired = ops::expire_due(&mut tx, now, &mut events).await?;
+        let expired = decide::expire_due(&mut tx, now, &mut events).await?;
         tx.commit().await.map_err(classify)?;
         self.publish(events);
         Ok(expired)

@@ -13,6 +13,7 @@ use sqlx::{Connection, Executor, PgConnection};
 const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MIGRATE_TIMEOUT: Duration = Duration::from_secs(60);
+const STALE_AFTER: Duration = Duration::from_secs(3600);
 
 async fn ready(store: Store) -> Store {
     tokio::time::timeout(
@@ -65,13 +66,46 @@ pub async fn postgres_url() -> Option<String> {
         Ok(Err(e)) => return unreachable(&server, &e.to_string()),
         Err(_) => return unreachable(&server, "connect timed out"),
     };
-    let name = format!("ag_{}", uuid::Uuid::new_v4().simple());
+    sweep_stale(&mut admin).await;
+    let name = format!("ag_{}_{}", unix_now(), uuid::Uuid::new_v4().simple());
     admin
         .execute(format!("CREATE DATABASE {name}").as_str())
         .await
         .expect("create test database");
     let _ = admin.close().await;
     Some(with_database(&server, &name))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Test databases are not dropped when a test ends (a `Store` has no async drop), so each test
+/// process, once, drops this helper's databases older than `STALE_AFTER` (their names carry
+/// their creation time). Plain `DROP DATABASE` refuses one still in use; errors are ignored.
+async fn sweep_stale(admin: &mut PgConnection) {
+    static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if SWEPT.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        return;
+    }
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT datname FROM pg_database WHERE datname ~ '^ag_[0-9]+_[0-9a-f]{32}$'",
+    )
+    .fetch_all(&mut *admin)
+    .await
+    .unwrap_or_default();
+    let cutoff = unix_now().saturating_sub(STALE_AFTER.as_secs());
+    for name in names {
+        let created = name.split('_').nth(1).and_then(|t| t.parse::<u64>().ok());
+        if created.is_some_and(|t| t < cutoff) {
+            let _ = admin
+                .execute(format!("DROP DATABASE IF EXISTS {name}").as_str())
+                .await;
+        }
+    }
 }
 
 fn unreachable(server: &str, why: &str) -> Option<String> {

@@ -175,3 +175,75 @@ async fn postgres_two_sessions_consume_once_in_both_orders() {
     let _ = a.close().await;
     let _ = b.close().await;
 }
+
+/// Two replicas (two `Store`s, two pools) on one database: 25 racers each after one approval
+/// → exactly one consumes; events committed by one replica reach the other's subscribers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_replicas_share_single_use_and_events() {
+    let Some(url) = crate::support::db::postgres_url().await else {
+        return;
+    };
+    let a = Store::open(&url).expect("url");
+    let b = Store::open(&url).expect("url");
+    for s in [&a, &b] {
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            s.migrate_until_ready(std::future::pending()),
+        )
+        .await
+        .expect("ready");
+    }
+    let mut feed_b = b.subscribe();
+    let new = req("ws-replicas", "h-replicas");
+    let id = approved(&a, &new, t0()).await;
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let e = tokio::time::timeout(Duration::from_secs(10), feed_b.recv())
+            .await
+            .expect("replica b hears replica a in time")
+            .expect("feed open");
+        seen.push((e.approval_id, e.event));
+    }
+    assert_eq!(
+        seen,
+        [
+            (id, EventKind::Requested),
+            (id, EventKind::Voted),
+            (id, EventKind::Approved)
+        ]
+    );
+    let mut set = JoinSet::new();
+    for i in 0..RACERS {
+        let (s, new) = (if i % 2 == 0 { a.clone() } else { b.clone() }, new.clone());
+        set.spawn(async move { s.backend().consume_or_create(&new, ttls(), t0()).await });
+    }
+    let mut consumed = 0;
+    while let Some(r) = set.join_next().await {
+        consumed += usize::from(matches!(
+            r.expect("task").expect("gate"),
+            GateOutcome::Consumed(_)
+        ));
+    }
+    assert_eq!(consumed, 1);
+}
+
+#[tokio::test]
+async fn migrate_until_ready_stops_on_shutdown_while_the_store_is_down() {
+    let s = Store::open("postgres://postgres@127.0.0.1:1/nope").expect("open is lazy");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn({
+        let s = s.clone();
+        async move {
+            s.migrate_until_ready(async move {
+                let _ = rx.await;
+            })
+            .await
+        }
+    });
+    let _ = tx.send(());
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("returns on shutdown")
+        .expect("task");
+    assert!(!s.is_ready());
+}

@@ -278,7 +278,8 @@ pub(super) async fn open_pending(
         false => (EventKind::Deduplicated, json!({})),
     };
     events.push(event(c, row.id, kind, &new.requester, via, detail, now).await?);
-    let ds = if created {
+    // A new row, or a pending one with a quorum of one, has no decisions (any vote closes it).
+    let ds = if created || row.approvals_required <= 1 {
         Vec::new()
     } else {
         decisions(c, row.id).await?

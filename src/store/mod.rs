@@ -161,8 +161,10 @@ pub struct Ttls {
     pub approved: Duration,
 }
 
-/// Result of the gate's one atomic step.
+/// Result of the gate's one atomic step. (Returned once per gated request; boxing the
+/// `Approval` would buy nothing.)
 #[must_use]
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum GateOutcome {
     /// An approved, unconsumed, unexpired approval was consumed: forward the request.

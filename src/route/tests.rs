@@ -36,6 +36,7 @@ type Case = (
 fn find_matches_normalised_and_attack_paths() {
     const WS: Option<&str> = Some("/workspaces/{id}");
     const SECRETS: Option<&str> = Some("/workspaces/{id}/secrets");
+    const DECIDE: Option<&str> = Some("/workspaces/{id}/approvals/{approval_id}/decide");
     let d = Method::DELETE;
     let p = Method::POST;
     let cases: Vec<Case> = vec![
@@ -114,6 +115,37 @@ fn find_matches_normalised_and_attack_paths() {
             "/workspaces/x//../secrets",
             SECRETS,
             &[("id", "x")],
+        ),
+        // The guard against self-approval cannot be dodged by encoding.
+        (
+            p.clone(),
+            "/workspaces/x/approvals/y%2Fdecide",
+            DECIDE,
+            &[("id", "x"), ("approval_id", "y")],
+        ),
+        (
+            p.clone(),
+            "/workspaces/x/approvals/y/decide/",
+            DECIDE,
+            &[("id", "x"), ("approval_id", "y")],
+        ),
+        (
+            p.clone(),
+            "/workspaces/x/approvals/y/./decide",
+            DECIDE,
+            &[("id", "x"), ("approval_id", "y")],
+        ),
+        (
+            p.clone(),
+            "/workspaces/x/approvals/y/%64ecide",
+            DECIDE,
+            &[("id", "x"), ("approval_id", "y")],
+        ),
+        (
+            p.clone(),
+            "/workspaces/x/approvals/y\\decide",
+            DECIDE,
+            &[("id", "x"), ("approval_id", "y")],
         ),
         // Case-sensitive, like gin.
         (d.clone(), "/Workspaces/x", None, &[]),

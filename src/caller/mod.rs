@@ -59,7 +59,9 @@ impl Caller {
     }
 
     pub fn is_approver(&self) -> bool {
-        self.class.as_deref().is_some_and(|c| !c.gated && (c.approver || c.admin))
+        self.class
+            .as_deref()
+            .is_some_and(|c| !c.gated && (c.approver || c.admin))
     }
 
     pub fn is_admin(&self) -> bool {
@@ -106,7 +108,11 @@ pub struct Callers {
 
 impl Callers {
     /// Classify the request's credential. `now_unix` is seconds since the epoch (for exp/nbf).
-    pub async fn classify(&self, headers: &http::HeaderMap, now_unix: u64) -> Result<Caller, CallerError> {
+    pub async fn classify(
+        &self,
+        headers: &http::HeaderMap,
+        now_unix: u64,
+    ) -> Result<Caller, CallerError> {
         // SKELETON: replaced by the real implementation.
         let _ = (headers, now_unix);
         Ok(Caller::anonymous())

@@ -13,7 +13,10 @@ pub struct TokenSource {
 #[derive(Debug)]
 pub enum TokenSourceKind {
     /// Constant-time comparison with a token read from an env var; on match yields `claims`.
-    Env { token: Vec<u8>, claims: Map<String, Value> },
+    Env {
+        token: Vec<u8>,
+        claims: Map<String, Value>,
+    },
     /// `query` is run with `$1` bound to the 32-byte `sha256(bearer)`; the first row's columns
     /// (as text/JSON) become the claims. No row: not recognised. Error: `SourceUnavailable`.
     Sql { pool: sqlx::PgPool, query: String },

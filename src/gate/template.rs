@@ -14,7 +14,9 @@ pub struct TemplateError(pub String);
 impl Template {
     pub fn parse(source: &str) -> Result<Self, TemplateError> {
         // SKELETON
-        Ok(Self { source: source.to_owned() })
+        Ok(Self {
+            source: source.to_owned(),
+        })
     }
 
     pub fn needs_body(&self) -> bool {

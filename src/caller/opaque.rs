@@ -20,7 +20,6 @@ pub struct TokenSource {
     pub kind: TokenSourceKind,
 }
 
-#[derive(Debug)]
 pub enum TokenSourceKind {
     /// Constant-time comparison with a token read from an env var; on match yields `claims`.
     Env {
@@ -32,6 +31,24 @@ pub enum TokenSourceKind {
     Sql { pool: sqlx::PgPool, query: String },
 }
 
+// Hand-written so the env token never reaches a log through `{:?}` of the config.
+impl std::fmt::Debug for TokenSourceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenSourceKind::Env { claims, .. } => f
+                .debug_struct("Env")
+                .field("token", &"<redacted>")
+                .field("claims", claims)
+                .finish(),
+            TokenSourceKind::Sql { pool, query } => f
+                .debug_struct("Sql")
+                .field("pool", pool)
+                .field("query", query)
+                .finish(),
+        }
+    }
+}
+
 impl TokenSource {
     /// Try to recognise `bearer`.
     pub async fn lookup(&self, bearer: &str) -> Result<Option<Map<String, Value>>, CallerError> {
@@ -40,7 +57,9 @@ impl TokenSource {
             TokenSourceKind::Env { token, claims } => {
                 // Comparing fixed-size hashes hides the configured token's length too.
                 let want: [u8; 32] = Sha256::digest(token).into();
-                Ok(bool::from(want.ct_eq(&hash)).then(|| claims.clone()))
+                // An empty configured token must never match anything.
+                let hit = !token.is_empty() && bool::from(want.ct_eq(&hash));
+                Ok(hit.then(|| claims.clone()))
             }
             TokenSourceKind::Sql { pool, query } => {
                 let row = sqlx::query(query).bind(&hash[..]).fetch_optional(pool).await.map_err(|e| {

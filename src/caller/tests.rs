@@ -122,6 +122,13 @@ async fn env_source_match_and_mismatch() {
     assert!(miss.class.is_none());
 }
 
+#[test]
+fn env_token_is_not_in_debug_output() {
+    let c = callers(vec![env_source("s3cret-admin", json!({}))]);
+    assert!(!format!("{c:?}").contains("s3cret"));
+    assert!(!format!("{c:?}").contains("115, 51"), "no byte dump either");
+}
+
 #[tokio::test]
 async fn first_matching_class_wins() {
     let c = callers(vec![]);

@@ -11,13 +11,14 @@
 //! without one is accepted (Molecule-style long-lived tokens); when present it is enforced.
 //! `jwks_url` is not implemented: configuring it is a load error rather than a silent no-op.
 
-use std::str::FromStr;
-
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
-use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{errors::ErrorKind, Algorithm, Validation};
 use serde_json::{Map, Value};
 
 use super::CallerError;
+
+mod keys;
+
+use keys::{hs_key, jwks_keys, pem_key, Key};
 
 /// Validated `[jwt]` settings; secrets and key material already read (from env / files).
 #[derive(Clone)]
@@ -52,56 +53,6 @@ impl std::fmt::Debug for JwtSettings {
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("leeway", &self.leeway)
-            .finish()
-    }
-}
-
-/// What a key can verify. EC keys from PEM have an unknown curve (the PEM is not parsed that far).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum KeyKind {
-    Hmac,
-    Rsa,
-    Ec256,
-    Ec384,
-    EcAnyCurve,
-    Ed25519,
-}
-
-impl KeyKind {
-    fn fits(self, alg: Algorithm) -> bool {
-        use Algorithm::*;
-        match alg {
-            HS256 | HS384 | HS512 => self == KeyKind::Hmac,
-            RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => self == KeyKind::Rsa,
-            ES256 => matches!(self, KeyKind::Ec256 | KeyKind::EcAnyCurve),
-            ES384 => matches!(self, KeyKind::Ec384 | KeyKind::EcAnyCurve),
-            EdDSA => self == KeyKind::Ed25519,
-        }
-    }
-}
-
-/// One decoding key with what it may be used for.
-#[derive(Clone)]
-struct Key {
-    kid: Option<String>,
-    /// The JWK's own `alg`, when it pins one.
-    alg: Option<Algorithm>,
-    kind: KeyKind,
-    key: DecodingKey,
-}
-
-impl Key {
-    fn fits(&self, alg: Algorithm) -> bool {
-        self.kind.fits(alg) && self.alg.is_none_or(|a| a == alg)
-    }
-}
-
-impl std::fmt::Debug for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Key")
-            .field("kid", &self.kid)
-            .field("alg", &self.alg)
-            .field("kind", &self.kind)
             .finish()
     }
 }
@@ -268,106 +219,6 @@ pub fn is_jwt_shaped(bearer: &str) -> bool {
         }
         _ => false,
     }
-}
-
-fn hs_key(secret: &[u8], algs: &[Algorithm], problems: &mut Vec<String>) -> Option<Key> {
-    if secret.is_empty() {
-        problems.push("jwt HS secret is empty".to_owned());
-        return None;
-    }
-    if !algs.iter().any(|a| KeyKind::Hmac.fits(*a)) {
-        problems.push("jwt HS secret is set but jwt.algorithms lists no HS* algorithm".to_owned());
-    }
-    Some(Key {
-        kid: None,
-        alg: None,
-        kind: KeyKind::Hmac,
-        key: DecodingKey::from_secret(secret),
-    })
-}
-
-fn pem_key(pem: &[u8], algs: &[Algorithm], problems: &mut Vec<String>) -> Option<Key> {
-    if pem.windows(7).any(|w| w == b"PRIVATE") {
-        problems.push("jwt.public_key_file holds a private key; give the public key".to_owned());
-        return None;
-    }
-    let (kind, key) = if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
-        (KeyKind::Rsa, key)
-    } else if let Ok(key) = DecodingKey::from_ec_pem(pem) {
-        (KeyKind::EcAnyCurve, key)
-    } else if let Ok(key) = DecodingKey::from_ed_pem(pem) {
-        (KeyKind::Ed25519, key)
-    } else {
-        problems.push("jwt.public_key_file is not an RSA, EC or Ed25519 public key PEM".to_owned());
-        return None;
-    };
-    if !algs.iter().any(|a| kind.fits(*a)) {
-        problems.push(format!(
-            "jwt.public_key_file holds a {kind:?} key but jwt.algorithms lists no algorithm for it"
-        ));
-    }
-    Some(Key {
-        kid: None,
-        alg: None,
-        kind,
-        key,
-    })
-}
-
-fn jwks_keys(json: &str, problems: &mut Vec<String>) -> Vec<Key> {
-    let doc: Value = match serde_json::from_str(json) {
-        Ok(doc) => doc,
-        Err(e) => {
-            problems.push(format!("jwt.jwks_file is not JSON: {e}"));
-            return Vec::new();
-        }
-    };
-    let Some(entries) = doc.get("keys").and_then(Value::as_array) else {
-        problems.push("jwt.jwks_file has no \"keys\" array".to_owned());
-        return Vec::new();
-    };
-    let mut keys = Vec::new();
-    for (i, entry) in entries.iter().enumerate() {
-        // Encryption keys published alongside signing keys are not ours to use.
-        if entry.get("use").and_then(Value::as_str) == Some("enc") {
-            continue;
-        }
-        match jwk_key(entry) {
-            Ok(key) => keys.push(key),
-            Err(e) => problems.push(format!("jwt.jwks_file key #{i}: {e}")),
-        }
-    }
-    keys
-}
-
-fn jwk_key(entry: &Value) -> Result<Key, String> {
-    let jwk: Jwk = serde_json::from_value(entry.clone()).map_err(|e| e.to_string())?;
-    let kind = match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => KeyKind::Rsa,
-        AlgorithmParameters::OctetKey(_) => KeyKind::Hmac,
-        AlgorithmParameters::EllipticCurve(p) => match p.curve {
-            EllipticCurve::P256 => KeyKind::Ec256,
-            EllipticCurve::P384 => KeyKind::Ec384,
-            _ => return Err("unsupported EC curve".to_owned()),
-        },
-        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
-            KeyKind::Ed25519
-        }
-        AlgorithmParameters::OctetKeyPair(_) => return Err("unsupported OKP curve".to_owned()),
-    };
-    let alg = match jwk.common.key_algorithm {
-        Some(ka) => Some(
-            Algorithm::from_str(&ka.to_string()).map_err(|_| format!("unsupported alg {ka}"))?,
-        ),
-        None => None,
-    };
-    let key = DecodingKey::from_jwk(&jwk).map_err(|e| e.to_string())?;
-    Ok(Key {
-        kid: jwk.common.key_id,
-        alg,
-        kind,
-        key,
-    })
 }
 
 #[cfg(test)]

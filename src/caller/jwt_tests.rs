@@ -297,6 +297,14 @@ fn load_problems_are_all_reported() {
             2,
         ),
         (
+            "P-256 key but only ES384 listed",
+            JwtSettings {
+                public_key_pem: Some(EC_PUB.to_vec()),
+                ..settings(vec![Algorithm::ES384])
+            },
+            2,
+        ),
+        (
             "private key given as public key",
             JwtSettings {
                 public_key_pem: Some(RSA_PRIV.to_vec()),

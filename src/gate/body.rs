@@ -3,21 +3,22 @@
 //! Input: the buffered request body and a pre-parsed [`BodyPointer`]. Output: the field's text,
 //! or the [`GateError`] that makes the request a 400.
 //!
-//! At each level an object key binds to a pointer segment when it equals it exactly or under Go's
-//! case folding (Go 1.19 `encoding/json/fold.go`): for ASCII names, ASCII letter case plus the
-//! Kelvin sign `K` for `k`/`K` and the long s `ſ` for `s`/`S`; for non-ASCII names, Unicode simple
-//! folding (approximated with Rust's single-char case mappings; a non-ASCII key char never folds to
-//! an ASCII one except the two above, as in Go). Go lets the last of several binding keys win, so a
-//! body where the segment binds more than once (exact duplicates included) is `FieldAmbiguous`:
-//! the upstream would act on a value other than the one the approval names. That is why the body
-//! is parsed into [`Node`], which keeps duplicate keys, instead of `serde_json::Value`.
+//! At each level an object key binds to a pointer segment when it equals it exactly or folds to
+//! the same name under Go's `foldName` (Go 1.21+ `encoding/json/fold.go`; the upstream runs Go
+//! 1.25): ASCII letter case, plus Unicode simple folding for other runes, so the Kelvin sign `K`
+//! binds `k`, the long s `ſ` binds `s` and the dotless `ı` binds `i`. Go lets the last of several
+//! binding keys win, so a body where the segment binds more than once (exact duplicates included)
+//! is `FieldAmbiguous`: the upstream would act on a value other than the one the approval names.
+//! That is why the body is parsed into [`Node`], which keeps duplicate keys, instead of
+//! `serde_json::Value`.
 //!
 //! Decisions: a string renders as is; a number as Go prints its `float64`; a bool as
 //! `true`/`false`; JSON null or an absent key is `FieldMissing`; an object or array is
 //! `FieldNotScalar` (the upstream's string field would not bind it either). A non-object on the
 //! way down (`a` is a string in `a.b`) is `FieldMissing`; an array on the way down is indexed by a
 //! decimal segment (`/items/0/name`). A body that is not one JSON object, including trailing data
-//! after it, is `BodyNotJson` (fail closed, although Go's decoder would ignore trailing data).
+//! after it, is `BodyNotJson` (fail closed, although Go's decoder ignores trailing data and
+//! replaces lone UTF-16 surrogate escapes, both of which serde_json rejects).
 
 use std::cell::OnceCell;
 use std::fmt;
@@ -150,44 +151,30 @@ fn array_index(seg: &str) -> Option<usize> {
     canonical.then(|| seg.parse().ok()).flatten()
 }
 
-const KELVIN: char = '\u{212A}';
-const LONG_S: char = '\u{17F}';
-
-/// Whether the JSON object key `key` binds to the struct field name `name` (Go 1.19 rules).
+/// Whether the JSON object key `key` binds to the struct field name `name`: Go 1.21+
+/// `encoding/json` (the upstream runs Go 1.25) compares `foldName(key)` with `foldName(name)`.
 pub fn key_binds(name: &str, key: &str) -> bool {
-    if name == key {
-        return true;
-    }
-    let (mut n, mut k) = (name.chars(), key.chars());
-    loop {
-        match (n.next(), k.next()) {
-            (None, None) => return true,
-            (Some(a), Some(b)) if chars_fold(a, b) => {}
-            _ => return false,
-        }
-    }
+    name == key || name.chars().map(fold_rune).eq(key.chars().map(fold_rune))
 }
 
-fn chars_fold(a: char, b: char) -> bool {
-    if a == b {
-        return true;
+/// Go's `appendFoldedName` per rune: ASCII is upper-cased; any other rune becomes the smallest
+/// rune of its simple-fold orbit (`foldRune`). The orbit is approximated from Rust's single-char
+/// case mappings (a mapping that expands, like `ß` -> `SS`, is not simple and is skipped), which
+/// agrees with Go's tables for the cases that matter: the Kelvin sign folds to `K`, the long s
+/// `ſ` to `S`, the dotless `ı` to `I`, `ς` and `σ` to `Σ`.
+fn fold_rune(c: char) -> char {
+    if c.is_ascii() {
+        return c.to_ascii_uppercase();
     }
-    match (a.is_ascii(), b.is_ascii()) {
-        // Only letters fold in ASCII; digits and punctuation must match exactly.
-        (true, true) => a.eq_ignore_ascii_case(&b),
-        // The only non-ASCII runes whose fold orbit reaches ASCII (`equalFoldRight`).
-        (true, false) | (false, true) => {
-            let (ascii, other) = if a.is_ascii() { (a, b) } else { (b, a) };
-            matches!((ascii, other), ('k' | 'K', KELVIN) | ('s' | 'S', LONG_S))
-        }
-        (false, false) => simple_fold(a) == simple_fold(b),
-    }
-}
-
-/// A representative of `c`'s simple case-fold orbit: lower(upper(c)) when both are single chars.
-fn simple_fold(c: char) -> char {
+    let lower = single_char(c.to_lowercase(), c);
     let upper = single_char(c.to_uppercase(), c);
-    single_char(upper.to_lowercase(), upper)
+    let orbit = [
+        lower,
+        upper,
+        single_char(upper.to_lowercase(), upper),
+        single_char(lower.to_uppercase(), lower),
+    ];
+    orbit.into_iter().fold(c, char::min)
 }
 
 /// The mapping's only char, or `fallback` when it expands (`ß` -> `SS`): simple folding keeps it.

@@ -30,11 +30,20 @@ fn binds_fields_like_go_encoding_json() {
                 field: f("body.sey"),
             }),
         ),
+        // Go 1.21+ foldName: dotless i folds to `I`; dotted capital I folds to `i`, never `I`.
+        ("{\"\u{131}d\":\"x\"}", "id", ok("x")),
         (
-            "{\"\u{131}d\":\"x\"}",
+            "{\"\u{130}d\":\"x\"}",
             "id",
             Err(GateError::FieldMissing {
                 field: f("body.id"),
+            }),
+        ),
+        (
+            "{\"key\":\"a\",\"\u{212A}EY\":\"b\"}",
+            "KEY",
+            Err(GateError::FieldAmbiguous {
+                field: f("body.KEY"),
             }),
         ),
         (r#"{"key_1":"x"}"#, "KEY_1", ok("x")),
@@ -231,5 +240,11 @@ fn non_ascii_names_fold_by_unicode_simple_folding() {
     assert!(key_binds("größe", "GRÖßE"));
     assert!(key_binds("σ", "Σ"));
     assert!(key_binds("ǆ", "ǅ"));
-    assert!(!key_binds("ı", "i"));
+    assert!(key_binds("ı", "i"));
+    assert!(key_binds("θ", "\u{3f4}"));
+    assert!(key_binds("\u{3d1}", "Θ"));
+    assert!(key_binds("Å", "\u{212b}"));
+    assert!(key_binds("ß", "ẞ"));
+    assert!(!key_binds("İ", "i"));
+    assert!(!key_binds("é", "e"));
 }

@@ -7,6 +7,9 @@
 //!
 //! Invariant: `request_hash` is byte-for-byte the hash the workspace-server's own Go gate computes
 //! (see `canonical.rs` and the vectors in `tests/fixtures/request-hash-vectors.json`).
+//!
+//! Files: `template.rs` (parse at load, render per request), `body.rs` (Go-binding body fields,
+//! parsed once per request), `canonical.rs` + `hash.rs` (the identity digest), `decide.rs`.
 
 pub mod body;
 pub mod canonical;

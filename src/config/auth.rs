@@ -59,23 +59,10 @@ pub(crate) fn jwt(
         errs.push(s.key_at("subject_claim"), "must not be empty");
     }
     let mut algorithms = algorithms(&s, errs);
-    let secret_var = s
-        .string("hs_secret_env", errs)
-        .unwrap_or_else(|| "GATEWAY_JWT_SECRET".to_owned());
-    let mut hs_secret = None;
-    if algorithms.iter().any(is_hs) {
-        match nonempty_env(env, &secret_var) {
-            Some(secret) => hs_secret = Some(secret.into_bytes()),
-            // Off: nothing is gated, so a fresh machine without the secret still starts.
-            None if mode == Mode::Off => algorithms.retain(|a| !is_hs(a)),
-            None => errs.push(
-                s.key_at("hs_secret_env"),
-                format!("environment variable {secret_var} is unset or empty; it must hold the HS* secret"),
-            ),
-        }
-    }
+    let hs_secret = hs_secret(&s, env, mode, &mut algorithms, errs);
     // Every HS algorithm dropped for want of a secret (gate off) and nothing else listed.
     let nothing_left = algorithms.is_empty() && errs.0.len() == before;
+    let jwks_at = s.key_at("jwks_file");
     let settings = JwtSettings {
         algorithms,
         hs_secret,
@@ -84,17 +71,9 @@ pub(crate) fn jwt(
             .and_then(|p| read_file(&p, &s.key_at("public_key_file"), errs)),
         jwks_json: s
             .string("jwks_file", errs)
-            .and_then(|p| read_file(&p, &s.key_at("jwks_file"), errs))
-            .and_then(|b| utf8(b, &s.key_at("jwks_file"), errs)),
-        jwks_url: s
-            .string("jwks_url", errs)
-            .and_then(|u| match http_base_url(u.trim()) {
-                Ok(_) => Some(u.trim().to_owned()),
-                Err(msg) => {
-                    errs.push(s.key_at("jwks_url"), msg);
-                    None
-                }
-            }),
+            .and_then(|p| read_file(&p, &jwks_at, errs))
+            .and_then(|b| utf8(b, &jwks_at, errs)),
+        jwks_url: jwks_url(&s, errs),
         issuer: s.string("issuer", errs),
         audience: s.string("audience", errs),
         leeway: duration(
@@ -116,6 +95,43 @@ pub(crate) fn jwt(
                 errs.push("jwt", p);
             }
             (None, subject_claim)
+        }
+    }
+}
+
+/// The HS secret from the env var named by `hs_secret_env`, when an HS algorithm is listed. With
+/// the gate off an unset secret drops the HS algorithms instead (a fresh machine still starts).
+fn hs_secret(
+    s: &Section<'_>,
+    env: Env<'_>,
+    mode: Mode,
+    algorithms: &mut Vec<Algorithm>,
+    errs: &mut Errors,
+) -> Option<Vec<u8>> {
+    let var = s
+        .string("hs_secret_env", errs)
+        .unwrap_or_else(|| "GATEWAY_JWT_SECRET".to_owned());
+    if !algorithms.iter().any(is_hs) {
+        return None;
+    }
+    match nonempty_env(env, &var) {
+        Some(secret) => return Some(secret.into_bytes()),
+        None if mode == Mode::Off => algorithms.retain(|a| !is_hs(a)),
+        None => errs.push(
+            s.key_at("hs_secret_env"),
+            format!("environment variable {var} is unset or empty; it must hold the HS* secret"),
+        ),
+    }
+    None
+}
+
+fn jwks_url(s: &Section<'_>, errs: &mut Errors) -> Option<String> {
+    let url = s.string("jwks_url", errs)?;
+    match http_base_url(url.trim()) {
+        Ok(_) => Some(url.trim().to_owned()),
+        Err(msg) => {
+            errs.push(s.key_at("jwks_url"), msg);
+            None
         }
     }
 }

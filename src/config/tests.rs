@@ -359,3 +359,19 @@ fn upstream_and_admin_urls_are_normalised() {
     assert_eq!(c.upstream.url.to_string(), "http://h:1/p");
     assert_eq!(c.policy.gate.public_admin_url, "https://gw.example");
 }
+
+#[test]
+fn secrets_never_appear_in_errors_or_the_summary() {
+    let text = "[jwt]\nalgorithms = [\"HS256\", \"XX1\"]\n[[token_sources]]\nname = \"a\"\nkind = \"env\"\nenv = \"TOK\"";
+    let env = [
+        ("GATEWAY_JWT_SECRET", "hs-very-secret"),
+        ("TOK", "tok-very-secret"),
+        ("DATABASE_URL", "postgres://u:pw-secret@h/db"),
+    ];
+    let report = parse(text, &env_of(&env))
+        .expect_err("bad algorithm")
+        .to_string();
+    assert!(!report.contains("very-secret"), "{report}");
+    let c = ok("", &env);
+    assert!(!c.summary().contains("pw-secret"), "{}", c.summary());
+}

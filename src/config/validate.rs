@@ -4,6 +4,10 @@
 //! means no `Config`. Absent tables and keys take the SPEC §3 example values. Env overrides
 //! (`GATEWAY_LISTEN`, `GATEWAY_ADMIN_LISTEN`, `GATEWAY_UPSTREAM`, `DATABASE_URL`) beat the file; an
 //! empty override counts as unset, an invalid one is an error at `env.NAME`.
+//!
+//! `[upstream] url` is `http://host[:port][/prefix]` (port 80 when omitted; no user info, query or
+//! fragment; `https` is refused until the data plane speaks TLS upstream). URLs are stored without
+//! a trailing `/`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

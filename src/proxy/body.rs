@@ -125,15 +125,15 @@ where
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use http_body_util::StreamBody;
 
-    fn chunks(
-        parts: &[&'static str],
-    ) -> StreamBody<
-        futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, hyper::Error>>>,
-    > {
+    type Frames =
+        futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, hyper::Error>>>;
+
+    fn chunks(parts: &[&'static str]) -> StreamBody<Frames> {
         let frames: Vec<_> = parts
             .iter()
             .map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes()))))

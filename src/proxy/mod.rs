@@ -53,6 +53,10 @@ impl Proxy {
         }
     }
 
+    pub fn upstream(&self) -> &Upstream {
+        &self.inner.upstream
+    }
+
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
     }

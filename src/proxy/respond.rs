@@ -221,6 +221,7 @@ impl std::fmt::Display for Chain<'_> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

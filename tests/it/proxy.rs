@@ -1,4 +1,5 @@
 //! The data plane end to end: a real proxy listener in front of the recording fake upstream.
+#![allow(clippy::unwrap_used)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -2,6 +2,7 @@
 //! path+query bytes, headers, body) and answers as told — a fixed reply, a streamed reply that
 //! pauses after its first chunk, a held reply (until `release`), or a WebSocket echo for
 //! requests asking `Upgrade: websocket`.
+#![allow(clippy::unwrap_used)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

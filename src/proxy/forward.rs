@@ -57,7 +57,7 @@ pub struct Downstream {
 
 impl Downstream {
     pub fn new(addr: SocketAddr) -> Self {
-        let ip = HeaderValue::try_from(addr.ip().to_string())
+        let ip = HeaderValue::try_from(addr.ip().to_canonical().to_string())
             .unwrap_or(HeaderValue::from_static("unknown"));
         Self { addr, ip }
     }

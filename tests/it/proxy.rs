@@ -33,6 +33,14 @@ struct Gateway {
 }
 
 async fn gateway(upstream_url: &str, request_timeout: Duration) -> Gateway {
+    gateway_with_drain(upstream_url, request_timeout, Duration::from_secs(10)).await
+}
+
+async fn gateway_with_drain(
+    upstream_url: &str,
+    request_timeout: Duration,
+    drain: Duration,
+) -> Gateway {
     let cfg = approval_gateway::config::Upstream {
         url: upstream_url.parse().unwrap(),
         connect_timeout: Duration::from_secs(2),
@@ -49,7 +57,7 @@ async fn gateway(upstream_url: &str, request_timeout: Duration) -> Gateway {
         async move {
             let _ = stopped.await;
         },
-        Duration::from_secs(10),
+        drain,
     ));
     Gateway {
         addr,
@@ -361,4 +369,29 @@ async fn graceful_shutdown_lets_an_in_flight_request_finish() {
         .await
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn the_drain_deadline_closes_requests_that_outlive_it() {
+    let up = FakeUpstream::start().await;
+    up.set_reply(Reply::Hold);
+    let mut gw = gateway_with_drain(
+        &up.url(),
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+    )
+    .await;
+    let mut c = connect(gw.addr).await;
+    c.ready().await.unwrap();
+    let in_flight = c.send_request(get("/stuck"));
+    let in_flight = tokio::spawn(in_flight);
+    up.wait_for_requests(1).await;
+    gw.stop.take().unwrap().send(()).unwrap();
+    // serve() returns once the deadline passed, and the stuck request is cut off.
+    tokio::time::timeout(Duration::from_secs(10), gw.task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(in_flight.await.unwrap().is_err());
+    up.release();
 }

@@ -116,6 +116,9 @@ impl Upstream {
         down: &Downstream,
         metrics: &Metrics,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        if req.method() == Method::CONNECT {
+            return Err(ProxyError::BadRequest("CONNECT is not supported".into()));
+        }
         let upgrade = prepare_request(&mut req, down);
         *req.uri_mut() = self.upstream_uri(req.uri())?;
         let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
@@ -127,8 +130,7 @@ impl Upstream {
             .observe(started.elapsed().as_secs_f64());
         let result = match result {
             Err(_) => Err(ProxyError::UpstreamTimeout),
-            Ok(Err(e)) if e.is_connect() => Err(ProxyError::UpstreamConnect(e)),
-            Ok(Err(e)) => Err(ProxyError::UpstreamProtocol(e)),
+            Ok(Err(e)) => Err(classify(e)),
             Ok(Ok(resp)) => Ok(resp),
         };
         let mut resp = result.inspect_err(|e| {
@@ -175,6 +177,26 @@ impl Upstream {
     }
 }
 
+/// Which side failed: the client's own body erroring (it hung up mid-upload) surfaces as a
+/// hyper "user" error and is not the upstream's fault.
+fn classify(e: hyper_util::client::legacy::Error) -> ProxyError {
+    if e.is_connect() {
+        return ProxyError::UpstreamConnect(e);
+    }
+    // hyper reports a failing request body as a user error whose cause is the body's own
+    // error, here the downstream connection's `hyper::Error`.
+    let body_aborted = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<hyper::Error>())
+        .filter(|h| h.is_user())
+        .and_then(std::error::Error::source)
+        .is_some_and(|cause| cause.is::<hyper::Error>());
+    if body_aborted {
+        tracing::debug!(error = %e, "client aborted its request body");
+        return ProxyError::ClientAborted;
+    }
+    ProxyError::UpstreamProtocol(e)
+}
+
 /// Rewrite the request's headers in place for the upstream. Returns the `Upgrade` value when
 /// the client asks for a protocol upgrade (kept on the upstream request).
 fn prepare_request(req: &mut Request<ProxyBody>, down: &Downstream) -> Option<HeaderValue> {
@@ -202,9 +224,6 @@ fn prepare_request(req: &mut Request<ProxyBody>, down: &Downstream) -> Option<He
     }
     // The pooled upstream connections speak HTTP/1.1 whatever the client spoke.
     *req.version_mut() = Version::HTTP_11;
-    if req.method() == Method::CONNECT {
-        return None;
-    }
     upgrade
 }
 

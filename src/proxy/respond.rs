@@ -96,6 +96,9 @@ pub enum ProxyError {
     UpstreamTimeout,
     #[error("upstream protocol error")]
     UpstreamProtocol(#[source] hyper_util::client::legacy::Error),
+    /// The client stopped sending its request body (hung up mid-upload): not an upstream fault.
+    #[error("client aborted the request body")]
+    ClientAborted,
     #[error("request body too large (limit {limit} bytes)")]
     BodyTooLarge { limit: usize },
     #[error("bad request: {0}")]
@@ -159,6 +162,12 @@ impl ProxyError {
                 "urn:approval-gateway:upstream-protocol",
                 "Bad Gateway",
                 "the upstream service sent an invalid response",
+            ),
+            Self::ClientAborted => p(
+                S::BAD_REQUEST,
+                "urn:approval-gateway:request-aborted",
+                "Bad Request",
+                "the request body was not received completely",
             ),
             Self::BodyTooLarge { limit } => p(
                 S::PAYLOAD_TOO_LARGE,

@@ -395,3 +395,23 @@ async fn the_drain_deadline_closes_requests_that_outlive_it() {
     assert!(in_flight.await.unwrap().is_err());
     up.release();
 }
+
+#[tokio::test]
+async fn head_keeps_the_upstreams_content_length() {
+    let up = FakeUpstream::start().await;
+    up.reply(200, vec![], "twelve bytes");
+    let gw = gateway(&up.url(), Duration::from_secs(5)).await;
+    let mut c = connect(gw.addr).await;
+    let req = Request::head("/h")
+        .header("host", "gw.example")
+        .body(empty())
+        .unwrap();
+    let (parts, body) = send(&mut c, req).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(parts.headers["content-length"], "12");
+    assert!(body.is_empty());
+    // The connection stays usable after a body-less HEAD answer.
+    let (parts, body) = send(&mut c, get("/after")).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(&body[..], b"twelve bytes");
+}

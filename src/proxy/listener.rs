@@ -17,7 +17,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use std::net::SocketAddr;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -47,29 +48,7 @@ pub async fn serve(
             () = &mut shutdown => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
-                Ok((stream, addr)) => {
-                    if let Err(e) = stream.set_nodelay(true) {
-                        tracing::debug!(error = %e, "set_nodelay failed");
-                    }
-                    let down = Downstream::new(addr);
-                    let proxy = proxy.clone();
-                    let svc = service_fn(move |req: Request<Incoming>| proxy.clone().handle(req, down.clone()));
-                    let conn = http.serve_connection(TokioIo::new(stream), svc).with_upgrades();
-                    let mut stop = stop_rx.clone();
-                    conns.spawn(async move {
-                        tokio::pin!(conn);
-                        let ended = tokio::select! {
-                            r = conn.as_mut() => r,
-                            _ = stop.changed() => {
-                                conn.as_mut().graceful_shutdown();
-                                conn.await
-                            }
-                        };
-                        if let Err(e) = ended {
-                            tracing::debug!(peer = %addr, error = %e, "downstream connection ended with an error");
-                        }
-                    });
-                }
+                Ok((stream, addr)) => serve_connection(&mut conns, &http, stream, addr, &proxy, stop_rx.clone()),
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -88,4 +67,38 @@ pub async fn serve(
         );
     }
     conns.shutdown().await;
+}
+
+/// Serve one downstream connection on its own task until it closes, or until `stop` fires and
+/// its in-flight request is answered.
+fn serve_connection(
+    conns: &mut JoinSet<()>,
+    http: &http1::Builder,
+    stream: TcpStream,
+    addr: SocketAddr,
+    proxy: &Proxy,
+    mut stop: watch::Receiver<()>,
+) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "set_nodelay failed");
+    }
+    let down = Downstream::new(addr);
+    let proxy = proxy.clone();
+    let svc = service_fn(move |req: Request<Incoming>| proxy.clone().handle(req, down.clone()));
+    let conn = http
+        .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades();
+    conns.spawn(async move {
+        tokio::pin!(conn);
+        let ended = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = stop.changed() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = ended {
+            tracing::debug!(peer = %addr, error = %e, "downstream connection ended with an error");
+        }
+    });
 }

@@ -172,11 +172,10 @@ pub struct Ttls {
     pub approved: Duration,
 }
 
-/// Result of the gate's one atomic step.
-// The pending variant carries the whole approval by design (the 202 body is built from it);
-// boxing it would only add an allocation to the hot path's common answer.
-#[allow(clippy::large_enum_variant)]
+/// Result of the gate's one atomic step. (Returned once per gated request; boxing the
+/// `Approval` would buy nothing.)
 #[must_use]
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum GateOutcome {
     /// An approved, unconsumed, unexpired approval was consumed: forward the request.

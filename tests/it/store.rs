@@ -137,7 +137,8 @@ pub(crate) use on_both_backends;
 
 #[tokio::test]
 async fn memory_sqlite_works_and_bad_urls_are_rejected() {
-    scenarios::first_call_creates_then_retry_dedups(&crate::support::db::sqlite_memory().await).await;
+    scenarios::first_call_creates_then_retry_dedups(&crate::support::db::sqlite_memory().await)
+        .await;
     assert!(matches!(Store::open("mysql://x"), Err(StoreError::Url(_))));
 }
 

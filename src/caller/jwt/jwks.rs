@@ -13,7 +13,8 @@
 //!   for the fetch in progress and do not start another), then verification is retried once.
 //! - A fetch that fails (connect error, `timeout` — default 5 s —, non-2xx status, body over
 //!   1 MiB, not a JWKS, no usable key) keeps the cached keys and logs a warning. A successful
-//!   fetch replaces the URL keys whole, so a key the IdP withdrew stops verifying.
+//!   fetch replaces the URL keys whole, so a key the IdP withdrew stops verifying. Symmetric
+//!   (`oct`) keys at the URL are ignored: a published secret verifies nothing.
 //!
 //! Invariants: tokens never reach this module, so they cannot be logged here; the std lock is
 //! held only to swap or clone an `Arc`, never across an `.await`.
@@ -29,7 +30,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
-use super::keys::{jwks_keys, Key};
+use super::keys::{jwks_keys, Key, KeyKind};
 
 /// Largest JWKS document accepted; real ones are a few KiB.
 const MAX_DOCUMENT_BYTES: usize = 1 << 20;
@@ -198,7 +199,15 @@ impl JwksCache {
 fn parse(body: &[u8]) -> Result<Vec<Key>, JwksFetchError> {
     let json = std::str::from_utf8(body).map_err(|_| JwksFetchError::Body)?;
     let mut problems = Vec::new();
-    let keys = jwks_keys(json, "jwt.jwks_url", &mut problems);
+    let mut keys = jwks_keys(json, "jwt.jwks_url", &mut problems);
+    // A symmetric key served over HTTP is no secret: anyone who can read it could mint tokens.
+    keys.retain(|k| {
+        let symmetric = k.kind == KeyKind::Hmac;
+        if symmetric {
+            problems.push(format!("jwt.jwks_url key {:?} is symmetric (oct)", k.kid));
+        }
+        !symmetric
+    });
     if keys.is_empty() {
         let why = problems
             .first()

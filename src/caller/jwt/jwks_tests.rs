@@ -202,6 +202,7 @@ async fn idp_failures_keep_serving_cached_keys() {
         Answer::Body("<html>maintenance</html>"),
         Answer::Body(r#"{"keys": []}"#),
         Answer::Body(r#"{"keys": [{"kty": "RSA", "kid": "x"}]}"#),
+        Answer::Body(r#"{"keys": [{"kty": "oct", "kid": "rsa-2", "k": "c2VjcmV0"}]}"#),
         Answer::Hang,
     ];
     for (i, answer) in failures.into_iter().enumerate() {

@@ -10,6 +10,7 @@
 
 pub mod body;
 pub mod canonical;
+pub mod hash;
 pub mod mode;
 pub mod template;
 

@@ -1,5 +1,87 @@
 //! The admin listener: approvals API (SPEC §7), web inbox, `/metrics`, `/healthz`, `/readyz`.
 //!
 //! Input: HTTP requests from approvers, requesters and scrapers. Approver authentication reuses
-//! the proxy's caller classification (`Policy::callers`). Output: JSON (`Approval`), SSE,
-//! HTML; every error is an `application/problem+json` body mapped in one place.
+//! the proxy's caller classification (`Policy::callers`, read from the current policy on every
+//! request so a reload applies at once). Output: JSON (`Approval`), SSE, HTML; every error is an
+//! `application/problem+json` body mapped in one place (`error.rs`).
+//!
+//! Invariants: every transition goes through the store (which audits it with `via = api` and the
+//! caller as actor); this module adds the JSON log line and the metric. Self-approval and
+//! gated-caller checks are pure (`auth.rs`). Nothing here polls: waits ride the store's event feed.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::http::HeaderMap;
+use axum::response::Html;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::caller::Caller;
+use crate::config::Policy;
+use crate::metrics::{ApprovalEvent, Metrics};
+use crate::store::{Approval, Store};
+
+pub mod approvals;
+pub mod auth;
+pub mod error;
+pub mod events;
+pub mod health;
+
+pub use error::ApiError;
+
+/// Shared state of the admin listener (cheap to clone: handles and `Arc`s).
+#[derive(Clone)]
+pub struct AdminState {
+    pub store: Store,
+    /// The current policy (callers, gate settings incl. TTLs), swapped whole on reload.
+    pub policy: Arc<ArcSwap<Policy>>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The admin router. The caller serves it on the admin listener.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/", get(inbox_placeholder))
+        .route("/v1/approvals", get(approvals::list).post(approvals::request))
+        .route("/v1/approvals/{id}", get(approvals::show))
+        .route("/v1/approvals/{id}/decisions", post(approvals::decide))
+        .route("/v1/approvals/{id}/withdraw", post(approvals::withdraw))
+        .route("/v1/events", get(events::stream))
+        .route("/metrics", get(health::metrics))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(|| async { ApiError::NotFound })
+        .with_state(state)
+}
+
+/// PLACEHOLDER for the web inbox: `src/api/inbox.rs` + `inbox.html` replace this route.
+async fn inbox_placeholder() -> Html<&'static str> {
+    Html("<!doctype html><title>approval-gateway</title><p>Inbox placeholder: not built yet. Use /v1/approvals.</p>")
+}
+
+impl AdminState {
+    /// Classify the request's caller with the current policy (401/503 on failure).
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        // `load_full`: an owned Arc may be held across the await (a guard should not).
+        let policy = self.policy.load_full();
+        let now_unix = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+        auth::authenticate(&policy.callers, headers, now_unix).await
+    }
+
+    /// A transition made through the API: one JSON log line (no tokens) and one metric.
+    fn transition(&self, approval: &Approval, event: ApprovalEvent, actor: &str) {
+        tracing::info!(
+            target: "audit",
+            approval_id = %approval.id,
+            event = ?event,
+            actor = %actor,
+            via = "api",
+            action = %approval.action,
+            scope = %approval.scope,
+            status = approval.status.as_str(),
+            "approval transition"
+        );
+        self.metrics.approval(&approval.action, event);
+    }
+}

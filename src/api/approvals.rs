@@ -1,0 +1,361 @@
+//! `/v1/approvals` handlers (SPEC §7): list, show (with `?wait=` long-poll), decide, withdraw,
+//! and request (a gated caller asking approval for an action the gateway does not proxy).
+//!
+//! Each handler authenticates, applies the pure checks of `auth`, calls the store once for the
+//! transition (the store audits it with `via = api` and the caller as actor) and then logs and
+//! counts the transition here. Request bodies are parsed by hand so every rejection is a problem
+//! body.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::error::ApiError;
+use super::{auth, AdminState};
+use crate::caller::Caller;
+use crate::metrics::ApprovalEvent;
+use crate::store::{
+    Approval, ApprovalId, DecideOutcome, EventKind, ListFilter, NewApproval, Page, Status, Via, Vote, VoteKind,
+    WithdrawOutcome,
+};
+
+/// Longest `?wait=` (seconds).
+pub const MAX_WAIT_SECS: u64 = 60;
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 500;
+/// Bound on `action` (a metric label) and `scope` of API-made requests.
+const MAX_NAME_LEN: usize = 128;
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+    scope: Option<String>,
+    action: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/approvals`: approvers see all; a gated caller sees only its own.
+pub async fn list(
+    State(st): State<AdminState>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Page>, ApiError> {
+    let caller = st.authenticate(&headers).await?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let mut filter = list_filter(q)?;
+    if !caller.is_approver() {
+        if !caller.is_gated() {
+            return Err(ApiError::Forbidden("this credential may not list approvals"));
+        }
+        filter.requester = Some(caller.requester());
+    }
+    Ok(Json(st.store.backend().list(&filter, Utc::now()).await?))
+}
+
+fn list_filter(q: ListQuery) -> Result<ListFilter, ApiError> {
+    let non_empty = |s: Option<String>| s.filter(|s| !s.is_empty());
+    let status = match non_empty(q.status) {
+        None => None,
+        Some(s) => Some(Status::parse(&s).ok_or_else(|| {
+            ApiError::bad_request("status must be one of pending, approved, denied, expired, consumed, withdrawn")
+        })?),
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    Ok(ListFilter {
+        status,
+        scope: non_empty(q.scope),
+        action: non_empty(q.action),
+        requester: None,
+        limit,
+        cursor: non_empty(q.cursor),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ShowQuery {
+    wait: Option<u64>,
+}
+
+/// `GET /v1/approvals/{id}[?wait=N]`.
+pub async fn show(
+    State(st): State<AdminState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<Query<ShowQuery>, QueryRejection>,
+) -> Result<Json<Approval>, ApiError> {
+    let caller = st.authenticate(&headers).await?;
+    let id = parse_id(&id)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let wait = q.wait.unwrap_or(0);
+    if wait > MAX_WAIT_SECS {
+        return Err(ApiError::bad_request(format!(
+            "wait must be at most {MAX_WAIT_SECS} seconds"
+        )));
+    }
+    // Subscribe before the first read so a decision landing in between is not missed.
+    let events = st.store.subscribe();
+    let approval = visible(&caller, st.store.backend().get(id, Utc::now()).await?)?;
+    if wait == 0 || approval.status != Status::Pending {
+        return Ok(Json(approval));
+    }
+    let until = wait_deadline(&approval, Duration::from_secs(wait), Utc::now());
+    wait_for_change(events, id, until).await;
+    Ok(Json(visible(&caller, st.store.backend().get(id, Utc::now()).await?)?))
+}
+
+fn visible(caller: &Caller, approval: Option<Approval>) -> Result<Approval, ApiError> {
+    let approval = approval.ok_or(ApiError::NotFound)?;
+    if auth::may_view(caller, &approval) {
+        Ok(approval)
+    } else {
+        Err(ApiError::Forbidden("this credential may not read this approval"))
+    }
+}
+
+/// How long to wait: `wait`, but no later than the pending approval's expiry (it leaves
+/// `pending` then even if the sweeper has not announced it yet).
+pub fn wait_deadline(approval: &Approval, wait: Duration, now: DateTime<Utc>) -> Duration {
+    let to_expiry = (approval.expires_at - now).to_std().unwrap_or(Duration::ZERO);
+    wait.min(to_expiry + Duration::from_millis(50))
+}
+
+/// Return when an event about `id` arrives, the stream lags or closes, or `until` passes; the
+/// caller re-reads the row in every case.
+async fn wait_for_change(
+    mut events: tokio::sync::broadcast::Receiver<crate::store::AuditEvent>,
+    id: ApprovalId,
+    until: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + until;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(ev)) if ev.approval_id != id => continue,
+            Ok(Ok(ev)) if matches!(ev.event, EventKind::Voted | EventKind::Deduplicated) => continue,
+            _ => return,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    decision: VoteKind,
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+/// `POST /v1/approvals/{id}/decisions`.
+pub async fn decide(
+    State(st): State<AdminState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Approval>, ApiError> {
+    let caller = st.authenticate(&headers).await?;
+    auth::require_approver(&caller)?;
+    let id = parse_id(&id)?;
+    let body: DecisionBody = parse_json(&body)?;
+    let comment = body.comment.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty());
+    if body.decision == VoteKind::Bypass {
+        if !caller.is_admin() {
+            return Err(ApiError::Forbidden("only an admin may bypass the quorum"));
+        }
+        if comment.is_none() {
+            return Err(ApiError::bad_request(
+                "a bypass requires a non-empty comment giving the reason",
+            ));
+        }
+    }
+    let now = Utc::now();
+    let current = visible(&caller, st.store.backend().get(id, now).await?)?;
+    auth::check_vote(&caller, &current, body.decision)?;
+    let vote = Vote {
+        approver: auth::approver_name(&caller),
+        kind: body.decision,
+        comment,
+        via: Via::Api,
+    };
+    let ttls = st.policy.load().gate.ttls;
+    match st.store.backend().decide(id, &vote, ttls, now).await? {
+        DecideOutcome::Recorded(approval) => {
+            if let Some(event) = vote_event(body.decision, approval.status) {
+                st.transition(&approval, event, &vote.approver);
+            } else {
+                tracing::info!(target: "audit", approval_id = %approval.id, event = "voted", actor = %vote.approver,
+                    via = "api", action = %approval.action, status = approval.status.as_str());
+            }
+            Ok(Json(approval))
+        }
+        DecideOutcome::NotFound => Err(ApiError::NotFound),
+        DecideOutcome::NotPending(_) => Err(ApiError::Conflict("the approval is no longer pending")),
+        DecideOutcome::AlreadyVoted(_) => Err(ApiError::Conflict("this approver has already voted on this approval")),
+    }
+}
+
+/// Which counted transition a recorded vote caused, if any (a vote short of quorum is none).
+pub fn vote_event(kind: VoteKind, status: Status) -> Option<ApprovalEvent> {
+    match (kind, status) {
+        (VoteKind::Bypass, Status::Approved) => Some(ApprovalEvent::bypassed),
+        (VoteKind::Approve, Status::Approved) => Some(ApprovalEvent::approved),
+        (VoteKind::Deny, Status::Denied) => Some(ApprovalEvent::denied),
+        _ => None,
+    }
+}
+
+/// `POST /v1/approvals/{id}/withdraw`: the gated requester, while pending.
+pub async fn withdraw(
+    State(st): State<AdminState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Approval>, ApiError> {
+    let caller = st.authenticate(&headers).await?;
+    let id = parse_id(&id)?;
+    let now = Utc::now();
+    let current = st.store.backend().get(id, now).await?.ok_or(ApiError::NotFound)?;
+    auth::check_withdraw(&caller, &current)?;
+    let actor = caller.requester();
+    match st.store.backend().withdraw(id, &actor, Via::Api, now).await? {
+        WithdrawOutcome::Withdrawn(approval) => {
+            st.transition(&approval, ApprovalEvent::withdrawn, &actor);
+            Ok(Json(approval))
+        }
+        WithdrawOutcome::NotFound => Err(ApiError::NotFound),
+        WithdrawOutcome::NotPending(_) => Err(ApiError::Conflict("the approval is no longer pending")),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RequestBody {
+    action: String,
+    scope: String,
+    reason: String,
+    #[serde(default)]
+    context: Option<Value>,
+}
+
+/// `POST /v1/approvals`: a gated caller asks approval for an action the gateway does not proxy.
+/// 201 with a new approval; 200 with the open one when an identical request is already open.
+pub async fn request(
+    State(st): State<AdminState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Approval>), ApiError> {
+    let caller = st.authenticate(&headers).await?;
+    if !caller.is_gated() {
+        return Err(ApiError::Forbidden("only a gated caller may request an approval"));
+    }
+    let body: RequestBody = parse_json(&body)?;
+    let policy = st.policy.load_full();
+    let new = new_approval(&caller, body, policy.gate.approvals_required)?;
+    let (approval, created) = st.store.backend().request(&new, policy.gate.ttls, Utc::now()).await?;
+    let actor = caller.requester();
+    if created {
+        st.transition(&approval, ApprovalEvent::requested, &actor);
+        Ok((StatusCode::CREATED, Json(approval)))
+    } else {
+        st.transition(&approval, ApprovalEvent::deduplicated, &actor);
+        Ok((StatusCode::OK, Json(approval)))
+    }
+}
+
+fn new_approval(caller: &Caller, body: RequestBody, approvals_required: u32) -> Result<NewApproval, ApiError> {
+    let valid_name = |s: &str| {
+        !s.is_empty()
+            && s.len() <= MAX_NAME_LEN
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'/'))
+    };
+    if !valid_name(&body.action) {
+        return Err(ApiError::bad_request(format!(
+            "action must be 1-{MAX_NAME_LEN} characters of letters, digits, _ - . : /"
+        )));
+    }
+    if body.scope.is_empty() || body.scope.len() > 1024 {
+        return Err(ApiError::bad_request("scope must be a non-empty string"));
+    }
+    let context = match body.context {
+        None | Some(Value::Null) => Value::Object(Default::default()),
+        Some(v @ Value::Object(_)) => v,
+        Some(_) => return Err(ApiError::bad_request("context must be a JSON object")),
+    };
+    Ok(NewApproval {
+        request_hash: crate::gate::hash::request_hash(&body.scope, &body.action, &context),
+        scope: body.scope,
+        action: body.action,
+        reason: body.reason,
+        context,
+        method: None,
+        path: None,
+        requester: caller.requester(),
+        requester_actors: caller.actors.clone(),
+        caller: caller.class_name().map(str::to_owned),
+        approvals_required,
+    })
+}
+
+fn parse_id(raw: &str) -> Result<ApprovalId, ApiError> {
+    ApprovalId::parse(raw).ok_or_else(|| ApiError::bad_request("the approval id is not a UUID"))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_status_changing_votes_are_counted() {
+        assert_eq!(vote_event(VoteKind::Approve, Status::Pending), None);
+        assert_eq!(
+            vote_event(VoteKind::Approve, Status::Approved),
+            Some(ApprovalEvent::approved)
+        );
+        assert_eq!(vote_event(VoteKind::Deny, Status::Denied), Some(ApprovalEvent::denied));
+        assert_eq!(
+            vote_event(VoteKind::Bypass, Status::Approved),
+            Some(ApprovalEvent::bypassed)
+        );
+    }
+
+    #[test]
+    fn list_query_validation() {
+        let q = |status: Option<&str>, limit| ListQuery {
+            status: status.map(str::to_owned),
+            scope: Some(String::new()),
+            action: None,
+            limit,
+            cursor: None,
+        };
+        let f = list_filter(q(Some("pending"), None)).expect("valid");
+        assert_eq!(
+            (f.status, f.limit, f.scope),
+            (Some(Status::Pending), DEFAULT_LIMIT, None)
+        );
+        assert!(list_filter(q(Some("nope"), None)).is_err());
+        assert!(list_filter(q(None, Some(0))).is_err());
+        assert!(list_filter(q(None, Some(MAX_LIMIT + 1))).is_err());
+        assert_eq!(list_filter(q(Some(""), None)).expect("valid").status, None);
+    }
+
+    #[test]
+    fn decision_bodies() {
+        assert!(parse_json::<DecisionBody>(br#"{"decision":"approve"}"#).is_ok());
+        assert!(parse_json::<DecisionBody>(br#"{"decision":"maybe"}"#).is_err());
+        assert!(parse_json::<DecisionBody>(b"not json").is_err());
+    }
+}

@@ -1,0 +1,151 @@
+//! The one place the admin API turns errors into responses: `application/problem+json` bodies
+//! (`{"type","title","status","detail"}`, RFC 9457). Details are fixed, client-facing sentences;
+//! causes (store errors, verification failures) go to the log, never to the body.
+
+use std::borrow::Cow;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::store::StoreError;
+
+/// Every way an admin request can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no credential")]
+    MissingCredential,
+    #[error("credential rejected")]
+    BadCredential,
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    #[error("not found")]
+    NotFound,
+    #[error("bad request: {0}")]
+    BadRequest(Cow<'static, str>),
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    /// The credential source (e.g. an opaque-token database) is down: fail closed.
+    #[error("credential source unavailable")]
+    CredentialSourceUnavailable,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("not ready: {0}")]
+    NotReady(&'static str),
+}
+
+impl ApiError {
+    pub fn bad_request(detail: impl Into<Cow<'static, str>>) -> Self {
+        ApiError::BadRequest(detail.into())
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MissingCredential | ApiError::BadCredential => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::CredentialSourceUnavailable | ApiError::Store(_) | ApiError::NotReady(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    /// `(type slug, title, detail)`; never includes a cause chain.
+    fn parts(&self) -> (&'static str, &'static str, Cow<'static, str>) {
+        match self {
+            ApiError::MissingCredential => (
+                "unauthenticated",
+                "Unauthorized",
+                "an Authorization: Bearer credential is required".into(),
+            ),
+            ApiError::BadCredential => (
+                "unauthenticated",
+                "Unauthorized",
+                "the credential could not be verified".into(),
+            ),
+            ApiError::Forbidden(why) => ("forbidden", "Forbidden", Cow::Borrowed(*why)),
+            ApiError::NotFound => ("not-found", "Not Found", "no such approval".into()),
+            ApiError::BadRequest(why) => ("bad-request", "Bad Request", why.clone()),
+            ApiError::Conflict(why) => ("conflict", "Conflict", Cow::Borrowed(*why)),
+            ApiError::CredentialSourceUnavailable => (
+                "unavailable",
+                "Service Unavailable",
+                "the credential source is unavailable; try again later".into(),
+            ),
+            ApiError::Store(_) => (
+                "store-unavailable",
+                "Service Unavailable",
+                "the approval store is unavailable; try again later".into(),
+            ),
+            ApiError::NotReady(why) => ("not-ready", "Service Unavailable", Cow::Borrowed(*why)),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let ApiError::Store(e) = &self {
+            tracing::warn!(error = %e, "admin API: store error");
+        }
+        let (slug, title, detail) = self.parts();
+        let problem = Problem {
+            kind: format!("urn:approval-gateway:problem:{slug}"),
+            title,
+            status: status.as_u16(),
+            detail: &detail,
+        };
+        // Serialising this struct of strings cannot fail; fall back to an empty object anyway.
+        let body = serde_json::to_vec(&problem).unwrap_or_else(|_| b"{}".to_vec());
+        let mut resp = (status, body).into_response();
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_spec() {
+        let cases: Vec<(ApiError, u16)> = vec![
+            (ApiError::MissingCredential, 401),
+            (ApiError::BadCredential, 401),
+            (ApiError::Forbidden("x"), 403),
+            (ApiError::NotFound, 404),
+            (ApiError::bad_request("x"), 400),
+            (ApiError::Conflict("x"), 409),
+            (ApiError::Store(StoreError::NotReady), 503),
+            (ApiError::CredentialSourceUnavailable, 503),
+        ];
+        for (err, want) in cases {
+            assert_eq!(err.status().as_u16(), want, "{err:?}");
+        }
+    }
+
+    #[test]
+    fn store_errors_do_not_leak_their_cause() {
+        let err = ApiError::Store(StoreError::Url("postgres://secret@db".into()));
+        let (_, _, detail) = err.parts();
+        assert!(!detail.contains("secret"));
+    }
+}

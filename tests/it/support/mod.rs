@@ -1,5 +1,6 @@
 //! Shared test helpers.
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod db;
 pub mod upstream;

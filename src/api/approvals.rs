@@ -22,8 +22,8 @@ use super::{auth, AdminState};
 use crate::caller::Caller;
 use crate::metrics::ApprovalEvent;
 use crate::store::{
-    Approval, ApprovalId, DecideOutcome, EventKind, ListFilter, NewApproval, Page, Status, Via, Vote, VoteKind,
-    WithdrawOutcome,
+    Approval, ApprovalId, DecideOutcome, EventKind, ListFilter, NewApproval, Page, Status, Via,
+    Vote, VoteKind, WithdrawOutcome,
 };
 
 /// Longest `?wait=` (seconds).
@@ -53,7 +53,9 @@ pub async fn list(
     let mut filter = list_filter(q)?;
     if !caller.is_approver() {
         if !caller.is_gated() {
-            return Err(ApiError::Forbidden("this credential may not list approvals"));
+            return Err(ApiError::Forbidden(
+                "this credential may not list approvals",
+            ));
         }
         filter.requester = Some(caller.requester());
     }
@@ -65,7 +67,9 @@ fn list_filter(q: ListQuery) -> Result<ListFilter, ApiError> {
     let status = match non_empty(q.status) {
         None => None,
         Some(s) => Some(Status::parse(&s).ok_or_else(|| {
-            ApiError::bad_request("status must be one of pending, approved, denied, expired, consumed, withdrawn")
+            ApiError::bad_request(
+                "status must be one of pending, approved, denied, expired, consumed, withdrawn",
+            )
         })?),
     };
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
@@ -113,7 +117,10 @@ pub async fn show(
     }
     let until = wait_deadline(&approval, Duration::from_secs(wait), Utc::now());
     wait_for_change(events, id, until).await;
-    Ok(Json(visible(&caller, st.store.backend().get(id, Utc::now()).await?)?))
+    Ok(Json(visible(
+        &caller,
+        st.store.backend().get(id, Utc::now()).await?,
+    )?))
 }
 
 fn visible(caller: &Caller, approval: Option<Approval>) -> Result<Approval, ApiError> {
@@ -121,14 +128,18 @@ fn visible(caller: &Caller, approval: Option<Approval>) -> Result<Approval, ApiE
     if auth::may_view(caller, &approval) {
         Ok(approval)
     } else {
-        Err(ApiError::Forbidden("this credential may not read this approval"))
+        Err(ApiError::Forbidden(
+            "this credential may not read this approval",
+        ))
     }
 }
 
 /// How long to wait: `wait`, but no later than the pending approval's expiry (it leaves
 /// `pending` then even if the sweeper has not announced it yet).
 pub fn wait_deadline(approval: &Approval, wait: Duration, now: DateTime<Utc>) -> Duration {
-    let to_expiry = (approval.expires_at - now).to_std().unwrap_or(Duration::ZERO);
+    let to_expiry = (approval.expires_at - now)
+        .to_std()
+        .unwrap_or(Duration::ZERO);
     wait.min(to_expiry + Duration::from_millis(50))
 }
 
@@ -143,7 +154,9 @@ async fn wait_for_change(
     loop {
         match tokio::time::timeout_at(deadline, events.recv()).await {
             Ok(Ok(ev)) if ev.approval_id != id => continue,
-            Ok(Ok(ev)) if matches!(ev.event, EventKind::Voted | EventKind::Deduplicated) => continue,
+            Ok(Ok(ev)) if matches!(ev.event, EventKind::Voted | EventKind::Deduplicated) => {
+                continue
+            }
             _ => return,
         }
     }
@@ -168,7 +181,10 @@ pub async fn decide(
     auth::require_approver(&caller)?;
     let id = parse_id(&id)?;
     let body: DecisionBody = parse_json(&body)?;
-    let comment = body.comment.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty());
+    let comment = body
+        .comment
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty());
     if body.decision == VoteKind::Bypass {
         if !caller.is_admin() {
             return Err(ApiError::Forbidden("only an admin may bypass the quorum"));
@@ -200,8 +216,12 @@ pub async fn decide(
             Ok(Json(approval))
         }
         DecideOutcome::NotFound => Err(ApiError::NotFound),
-        DecideOutcome::NotPending(_) => Err(ApiError::Conflict("the approval is no longer pending")),
-        DecideOutcome::AlreadyVoted(_) => Err(ApiError::Conflict("this approver has already voted on this approval")),
+        DecideOutcome::NotPending(_) => {
+            Err(ApiError::Conflict("the approval is no longer pending"))
+        }
+        DecideOutcome::AlreadyVoted(_) => Err(ApiError::Conflict(
+            "this approver has already voted on this approval",
+        )),
     }
 }
 
@@ -224,16 +244,28 @@ pub async fn withdraw(
     let caller = st.authenticate(&headers).await?;
     let id = parse_id(&id)?;
     let now = Utc::now();
-    let current = st.store.backend().get(id, now).await?.ok_or(ApiError::NotFound)?;
+    let current = st
+        .store
+        .backend()
+        .get(id, now)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     auth::check_withdraw(&caller, &current)?;
     let actor = caller.requester();
-    match st.store.backend().withdraw(id, &actor, Via::Api, now).await? {
+    match st
+        .store
+        .backend()
+        .withdraw(id, &actor, Via::Api, now)
+        .await?
+    {
         WithdrawOutcome::Withdrawn(approval) => {
             st.transition(&approval, ApprovalEvent::withdrawn, &actor);
             Ok(Json(approval))
         }
         WithdrawOutcome::NotFound => Err(ApiError::NotFound),
-        WithdrawOutcome::NotPending(_) => Err(ApiError::Conflict("the approval is no longer pending")),
+        WithdrawOutcome::NotPending(_) => {
+            Err(ApiError::Conflict("the approval is no longer pending"))
+        }
     }
 }
 
@@ -255,12 +287,18 @@ pub async fn request(
 ) -> Result<(StatusCode, Json<Approval>), ApiError> {
     let caller = st.authenticate(&headers).await?;
     if !caller.is_gated() {
-        return Err(ApiError::Forbidden("only a gated caller may request an approval"));
+        return Err(ApiError::Forbidden(
+            "only a gated caller may request an approval",
+        ));
     }
     let body: RequestBody = parse_json(&body)?;
     let policy = st.policy.load_full();
     let new = new_approval(&caller, body, policy.gate.approvals_required)?;
-    let (approval, created) = st.store.backend().request(&new, policy.gate.ttls, Utc::now()).await?;
+    let (approval, created) = st
+        .store
+        .backend()
+        .request(&new, policy.gate.ttls, Utc::now())
+        .await?;
     let actor = caller.requester();
     if created {
         st.transition(&approval, ApprovalEvent::requested, &actor);
@@ -271,7 +309,11 @@ pub async fn request(
     }
 }
 
-fn new_approval(caller: &Caller, body: RequestBody, approvals_required: u32) -> Result<NewApproval, ApiError> {
+fn new_approval(
+    caller: &Caller,
+    body: RequestBody,
+    approvals_required: u32,
+) -> Result<NewApproval, ApiError> {
     let valid_name = |s: &str| {
         !s.is_empty()
             && s.len() <= MAX_NAME_LEN
@@ -311,7 +353,8 @@ fn parse_id(raw: &str) -> Result<ApprovalId, ApiError> {
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 #[cfg(test)]
@@ -325,7 +368,10 @@ mod tests {
             vote_event(VoteKind::Approve, Status::Approved),
             Some(ApprovalEvent::approved)
         );
-        assert_eq!(vote_event(VoteKind::Deny, Status::Denied), Some(ApprovalEvent::denied));
+        assert_eq!(
+            vote_event(VoteKind::Deny, Status::Denied),
+            Some(ApprovalEvent::denied)
+        );
         assert_eq!(
             vote_event(VoteKind::Bypass, Status::Approved),
             Some(ApprovalEvent::bypassed)
@@ -350,6 +396,34 @@ mod tests {
         assert!(list_filter(q(None, Some(0))).is_err());
         assert!(list_filter(q(None, Some(MAX_LIMIT + 1))).is_err());
         assert_eq!(list_filter(q(Some(""), None)).expect("valid").status, None);
+    }
+
+    #[test]
+    fn a_wait_never_outlasts_the_pending_expiry() {
+        let now = Utc::now();
+        let json = serde_json::json!({
+            "id": ApprovalId::new(), "status": "pending", "action": "a", "scope": "s", "reason": "r",
+            "context": {}, "request_hash": "h", "method": null, "path": null, "requester": "bob",
+            "caller": null, "approvals_required": 1, "decisions": [], "created_at": now,
+            "expires_at": now + chrono::Duration::seconds(5), "decided_at": null, "consumed_at": null,
+            "upstream_status": null, "upstream_error": null
+        });
+        let a: Approval = serde_json::from_value(json).expect("approval");
+        let wait = wait_deadline(&a, Duration::from_secs(60), now);
+        assert!(
+            wait > Duration::from_secs(4) && wait < Duration::from_secs(6),
+            "{wait:?}"
+        );
+        assert_eq!(
+            wait_deadline(&a, Duration::from_secs(2), now),
+            Duration::from_secs(2)
+        );
+        let past = wait_deadline(
+            &a,
+            Duration::from_secs(60),
+            now + chrono::Duration::seconds(10),
+        );
+        assert!(past < Duration::from_secs(1));
     }
 
     #[test]

@@ -24,7 +24,9 @@ pub async fn authenticate(
     }
     match callers.classify(headers, now_unix).await {
         // A bearer no source recognised (no class, no subject, no claims) proves nobody.
-        Ok(c) if c.class.is_none() && c.subject.is_none() && c.claims.is_empty() => Err(ApiError::BadCredential),
+        Ok(c) if c.class.is_none() && c.subject.is_none() && c.claims.is_empty() => {
+            Err(ApiError::BadCredential)
+        }
         Ok(c) => Ok(c),
         Err(CallerError::SourceUnavailable(source)) => {
             tracing::warn!(%source, "admin API: credential source unavailable");
@@ -40,7 +42,9 @@ pub async fn authenticate(
 fn has_bearer(headers: &HeaderMap) -> bool {
     headers.get_all(header::AUTHORIZATION).iter().any(|v| {
         let v = v.as_bytes();
-        v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ") && v[7..].iter().any(|b| !b.is_ascii_whitespace())
+        v.len() > 7
+            && v[..7].eq_ignore_ascii_case(b"bearer ")
+            && v[7..].iter().any(|b| !b.is_ascii_whitespace())
     })
 }
 
@@ -52,7 +56,9 @@ pub fn approver_name(caller: &Caller) -> String {
 /// May this caller act as an approver at all (list everything, vote, watch events)?
 pub fn require_approver(caller: &Caller) -> Result<(), ApiError> {
     if caller.is_gated() {
-        Err(ApiError::Forbidden("a gated caller can never act as an approver"))
+        Err(ApiError::Forbidden(
+            "a gated caller can never act as an approver",
+        ))
     } else if caller.is_approver() {
         Ok(())
     } else {
@@ -94,7 +100,8 @@ pub fn is_self_approval(
     requester: &str,
     requester_actors: &[String],
 ) -> bool {
-    let request_side = || std::iter::once(requester).chain(requester_actors.iter().map(String::as_str));
+    let request_side =
+        || std::iter::once(requester).chain(requester_actors.iter().map(String::as_str));
     std::iter::once(approver)
         .chain(approver_actors.iter().map(String::as_str))
         .any(|party| request_side().any(|r| r == party))
@@ -105,7 +112,9 @@ pub fn check_withdraw(caller: &Caller, approval: &Approval) -> Result<(), ApiErr
     if caller.is_gated() && caller.requester() == approval.requester {
         Ok(())
     } else {
-        Err(ApiError::Forbidden("only the requester may withdraw its approval"))
+        Err(ApiError::Forbidden(
+            "only the requester may withdraw its approval",
+        ))
     }
 }
 
@@ -152,7 +161,10 @@ mod tests {
         assert!(!has_bearer(&h));
         h.insert(header::AUTHORIZATION, "Bearer   ".parse().expect("header"));
         assert!(!has_bearer(&h));
-        h.insert(header::AUTHORIZATION, "bearer x.y.z".parse().expect("header"));
+        h.insert(
+            header::AUTHORIZATION,
+            "bearer x.y.z".parse().expect("header"),
+        );
         assert!(has_bearer(&h));
     }
 }

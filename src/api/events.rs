@@ -67,8 +67,10 @@ pub async fn stream(
             tracing::warn!(error = %e, "SSE stream ended: store error");
         }
     });
-    Ok(Sse::new(ReceiverStream::new(rx).map(Ok::<Event, Infallible>))
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
+    Ok(
+        Sse::new(ReceiverStream::new(rx).map(Ok::<Event, Infallible>))
+            .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")),
+    )
 }
 
 /// Why the pump stopped early.
@@ -87,7 +89,11 @@ async fn pump(
     tx: &mpsc::Sender<Event>,
 ) -> Result<(), StoreError> {
     // An immediate comment flushes the response head, so the client knows it is subscribed.
-    if tx.send(Event::default().comment("connected")).await.is_err() {
+    if tx
+        .send(Event::default().comment("connected"))
+        .await
+        .is_err()
+    {
         return Ok(());
     }
     let mut cursor = last;
@@ -121,7 +127,10 @@ async fn run(
             }
             Err(RecvError::Lagged(missed)) => match *cursor {
                 Some(after) => catch_up(st, after, cursor, tx).await?,
-                None => tracing::warn!(missed, "SSE subscriber lagged before its first event; events skipped"),
+                None => tracing::warn!(
+                    missed,
+                    "SSE subscriber lagged before its first event; events skipped"
+                ),
             },
             Err(RecvError::Closed) => return Ok(()),
         }
@@ -137,7 +146,11 @@ async fn catch_up(
 ) -> Result<(), PumpError> {
     let mut after = after;
     loop {
-        let batch = st.store.backend().events_after(after, CATCH_UP_PAGE).await?;
+        let batch = st
+            .store
+            .backend()
+            .events_after(after, CATCH_UP_PAGE)
+            .await?;
         for ev in &batch {
             send(st, ev, tx).await?;
             after = ev.id;
@@ -158,7 +171,10 @@ async fn send(st: &AdminState, ev: &AuditEvent, tx: &mpsc::Sender<Event>) -> Res
         return Ok(());
     };
     let data = serde_json::to_string(&approval).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let frame = Event::default().event(name).id(ev.id.to_string()).data(data);
+    let frame = Event::default()
+        .event(name)
+        .id(ev.id.to_string())
+        .data(data);
     tx.send(frame).await.map_err(|_| PumpError::Closed)
 }
 

@@ -43,7 +43,10 @@ pub struct AdminState {
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/", get(inbox_placeholder))
-        .route("/v1/approvals", get(approvals::list).post(approvals::request))
+        .route(
+            "/v1/approvals",
+            get(approvals::list).post(approvals::request),
+        )
         .route("/v1/approvals/{id}", get(approvals::show))
         .route("/v1/approvals/{id}/decisions", post(approvals::decide))
         .route("/v1/approvals/{id}/withdraw", post(approvals::withdraw))

@@ -65,8 +65,14 @@ async fn credentials_are_required_and_only_approvers_decide(store: Store) {
     );
 
     // Verified but not an approver: 403 everywhere an approver is needed.
-    assert_eq!(api.get("/v1/approvals", &viewer("vic")).await.0, StatusCode::FORBIDDEN);
-    assert_eq!(api.get(&path, &viewer("vic")).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        api.get("/v1/approvals", &viewer("vic")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        api.get(&path, &viewer("vic")).await.0,
+        StatusCode::FORBIDDEN
+    );
     assert_eq!(
         api.decide(a.id, &viewer("vic"), "approve", "").await.0,
         StatusCode::FORBIDDEN
@@ -89,11 +95,16 @@ async fn credentials_are_required_and_only_approvers_decide(store: Store) {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(approval(&got).id, a.id);
     assert_eq!(
-        api.get("/v1/approvals/not-a-uuid", &operator("olga")).await.0,
+        api.get("/v1/approvals/not-a-uuid", &operator("olga"))
+            .await
+            .0,
         StatusCode::BAD_REQUEST
     );
     let missing = format!("/v1/approvals/{}", uuid::Uuid::now_v7());
-    assert_eq!(api.get(&missing, &operator("olga")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.get(&missing, &operator("olga")).await.0,
+        StatusCode::NOT_FOUND
+    );
     let (s, _) = api
         .call(
             Method::POST,
@@ -108,10 +119,15 @@ async fn credentials_are_required_and_only_approvers_decide(store: Store) {
 async fn self_approval_is_forbidden_by_subject_and_by_act_chain(store: Store) {
     let api = serve(store, admin::policy(1)).await;
     // bob asked, through agent-7 acting for him.
-    let a = api.pending(&new_approval("ws-1", "bob", &["agent-7"], 1)).await;
+    let a = api
+        .pending(&new_approval("ws-1", "bob", &["agent-7"], 1))
+        .await;
     for (who, token) in [
         ("the requester itself", operator("bob")),
-        ("the agent that acted for the requester", operator("agent-7")),
+        (
+            "the agent that acted for the requester",
+            operator("agent-7"),
+        ),
         (
             "the requester acting through another's token",
             mint(json!({ "sub": "carol", "role": "operator", "act": { "sub": "bob" } })),
@@ -126,14 +142,19 @@ async fn self_approval_is_forbidden_by_subject_and_by_act_chain(store: Store) {
         assert_eq!(s, StatusCode::FORBIDDEN, "{who}: {body}");
     }
     assert_eq!(
-        api.decide(a.id, &admin::admin("bob"), "bypass", "urgent").await.0,
+        api.decide(a.id, &admin::admin("bob"), "bypass", "urgent")
+            .await
+            .0,
         StatusCode::FORBIDDEN
     );
 
     // A request made through the API by an agent acting for bob carries the chain too.
-    let body = json!({ "action": "rotate_keys", "scope": "ws-2", "reason": "rotate", "context": {} });
+    let body =
+        json!({ "action": "rotate_keys", "scope": "ws-2", "reason": "rotate", "context": {} });
     let token = mint(json!({ "sub": "bob", "org_token_id": "t", "act": { "sub": "agent-9" } }));
-    let (s, made) = api.call(Method::POST, "/v1/approvals", Some(&token), Some(body)).await;
+    let (s, made) = api
+        .call(Method::POST, "/v1/approvals", Some(&token), Some(body))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{made}");
     let made = approval(&made);
     assert_eq!(
@@ -141,11 +162,15 @@ async fn self_approval_is_forbidden_by_subject_and_by_act_chain(store: Store) {
         ("bob", vec!["agent-9".to_owned()])
     );
     assert_eq!(
-        api.decide(made.id, &operator("agent-9"), "approve", "").await.0,
+        api.decide(made.id, &operator("agent-9"), "approve", "")
+            .await
+            .0,
         StatusCode::FORBIDDEN
     );
 
-    let (s, body) = api.decide(a.id, &operator("alice"), "approve", "fine").await;
+    let (s, body) = api
+        .decide(a.id, &operator("alice"), "approve", "fine")
+        .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(approval(&body).status, Status::Approved);
 }
@@ -154,16 +179,23 @@ async fn quorum_of_two_needs_two_distinct_approvers_and_one_vote_each(store: Sto
     let api = serve(store, admin::policy(2)).await;
     let a = api.pending(&new_approval("ws-1", "bob", &[], 2)).await;
 
-    let (s, body) = api.decide(a.id, &operator("alice"), "approve", "looks right").await;
+    let (s, body) = api
+        .decide(a.id, &operator("alice"), "approve", "looks right")
+        .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     let after_one = approval(&body);
     assert_eq!(after_one.status, Status::Pending);
     assert_eq!(after_one.decisions.len(), 1);
     assert_eq!(after_one.decisions[0].approver, "alice");
-    assert_eq!(after_one.decisions[0].comment.as_deref(), Some("looks right"));
+    assert_eq!(
+        after_one.decisions[0].comment.as_deref(),
+        Some("looks right")
+    );
 
     assert_eq!(
-        api.decide(a.id, &operator("alice"), "approve", "again").await.0,
+        api.decide(a.id, &operator("alice"), "approve", "again")
+            .await
+            .0,
         StatusCode::CONFLICT
     );
     assert_eq!(
@@ -171,12 +203,18 @@ async fn quorum_of_two_needs_two_distinct_approvers_and_one_vote_each(store: Sto
         StatusCode::CONFLICT
     );
 
-    let (s, body) = api.decide(a.id, &admin::admin("carol"), "approve", "").await;
+    let (s, body) = api
+        .decide(a.id, &admin::admin("carol"), "approve", "")
+        .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     let approved = approval(&body);
     assert_eq!(approved.status, Status::Approved);
     assert!(approved.decided_at.is_some());
-    let approvers: Vec<_> = approved.decisions.iter().map(|d| d.approver.as_str()).collect();
+    let approvers: Vec<_> = approved
+        .decisions
+        .iter()
+        .map(|d| d.approver.as_str())
+        .collect();
     assert_eq!(approvers, ["alice", "carol"]);
 
     assert_eq!(
@@ -192,7 +230,9 @@ async fn one_deny_denies(store: Store) {
         api.decide(a.id, &operator("alice"), "approve", "").await.0,
         StatusCode::OK
     );
-    let (s, body) = api.decide(a.id, &operator("carol"), "deny", "not today").await;
+    let (s, body) = api
+        .decide(a.id, &operator("carol"), "deny", "not today")
+        .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(approval(&body).status, Status::Denied);
     assert_eq!(
@@ -216,9 +256,14 @@ async fn decisions_on_expired_consumed_or_withdrawn_approvals_conflict(store: St
     let (s, body) = api
         .get(&format!("/v1/approvals/{}", expired.id), &operator("alice"))
         .await;
-    assert_eq!((s, approval(&body).status), (StatusCode::OK, Status::Expired));
     assert_eq!(
-        api.decide(expired.id, &operator("alice"), "approve", "").await.0,
+        (s, approval(&body).status),
+        (StatusCode::OK, Status::Expired)
+    );
+    assert_eq!(
+        api.decide(expired.id, &operator("alice"), "approve", "")
+            .await
+            .0,
         StatusCode::CONFLICT
     );
 
@@ -258,25 +303,38 @@ async fn bypass_is_admin_only_and_needs_a_reason(store: Store) {
     let api = serve(store, admin::policy(3)).await;
     let a = api.pending(&new_approval("ws-1", "bob", &[], 3)).await;
     assert_eq!(
-        api.decide(a.id, &operator("alice"), "bypass", "incident 42").await.0,
+        api.decide(a.id, &operator("alice"), "bypass", "incident 42")
+            .await
+            .0,
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        api.decide(a.id, &admin::admin("root"), "bypass", "").await.0,
+        api.decide(a.id, &admin::admin("root"), "bypass", "")
+            .await
+            .0,
         StatusCode::BAD_REQUEST
     );
     assert_eq!(
-        api.decide(a.id, &admin::admin("root"), "bypass", "   ").await.0,
+        api.decide(a.id, &admin::admin("root"), "bypass", "   ")
+            .await
+            .0,
         StatusCode::BAD_REQUEST
     );
-    let (s, body) = api.decide(a.id, &admin::admin("root"), "bypass", "incident 42").await;
+    let (s, body) = api
+        .decide(a.id, &admin::admin("root"), "bypass", "incident 42")
+        .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     let bypassed = approval(&body);
     assert_eq!(bypassed.status, Status::Approved);
-    assert_eq!(bypassed.decisions[0].comment.as_deref(), Some("incident 42"));
+    assert_eq!(
+        bypassed.decisions[0].comment.as_deref(),
+        Some("incident 42")
+    );
     assert_eq!(body["decisions"][0]["decision"], "bypass");
     assert_eq!(
-        api.decide(a.id, &admin::admin("root2"), "bypass", "again").await.0,
+        api.decide(a.id, &admin::admin("root2"), "bypass", "again")
+            .await
+            .0,
         StatusCode::CONFLICT
     );
 }
@@ -284,19 +342,36 @@ async fn bypass_is_admin_only_and_needs_a_reason(store: Store) {
 async fn only_the_requester_withdraws(store: Store) {
     let api = serve(store, admin::policy(1)).await;
     let a = api.pending(&new_approval("ws-1", "bob", &[], 1)).await;
-    assert_eq!(api.withdraw(a.id, &agent("mallory")).await.0, StatusCode::FORBIDDEN);
-    assert_eq!(api.withdraw(a.id, &operator("bob")).await.0, StatusCode::FORBIDDEN);
-    assert_eq!(api.withdraw(a.id, &admin::admin("root")).await.0, StatusCode::FORBIDDEN);
     assert_eq!(
-        api.call(Method::POST, &format!("/v1/approvals/{}/withdraw", a.id), None, None)
-            .await
-            .0,
+        api.withdraw(a.id, &agent("mallory")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        api.withdraw(a.id, &operator("bob")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        api.withdraw(a.id, &admin::admin("root")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        api.call(
+            Method::POST,
+            &format!("/v1/approvals/{}/withdraw", a.id),
+            None,
+            None
+        )
+        .await
+        .0,
         StatusCode::UNAUTHORIZED
     );
     let (s, body) = api.withdraw(a.id, &agent("bob")).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(approval(&body).status, Status::Withdrawn);
-    assert_eq!(api.withdraw(a.id, &agent("bob")).await.0, StatusCode::CONFLICT);
+    assert_eq!(
+        api.withdraw(a.id, &agent("bob")).await.0,
+        StatusCode::CONFLICT
+    );
     assert_eq!(
         api.withdraw(uuid::Uuid::now_v7(), &agent("bob")).await.0,
         StatusCode::NOT_FOUND
@@ -307,12 +382,21 @@ async fn requesting_approval_creates_then_deduplicates(store: Store) {
     let api = serve(store, admin::policy(1)).await;
     let body = json!({ "action": "drop_db", "scope": "ws-9", "reason": "cleanup", "context": { "db": "x" } });
     let (s, first) = api
-        .call(Method::POST, "/v1/approvals", Some(&agent("bob")), Some(body.clone()))
+        .call(
+            Method::POST,
+            "/v1/approvals",
+            Some(&agent("bob")),
+            Some(body.clone()),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{first}");
     let first = approval(&first);
     assert_eq!(
-        (first.status, first.requester.as_str(), first.caller.as_deref()),
+        (
+            first.status,
+            first.requester.as_str(),
+            first.caller.as_deref()
+        ),
         (Status::Pending, "bob", Some("agent"))
     );
     assert_eq!(
@@ -322,23 +406,38 @@ async fn requesting_approval_creates_then_deduplicates(store: Store) {
     assert_eq!(first.context, json!({ "db": "x" }));
 
     let (s, again) = api
-        .call(Method::POST, "/v1/approvals", Some(&agent("bob")), Some(body.clone()))
+        .call(
+            Method::POST,
+            "/v1/approvals",
+            Some(&agent("bob")),
+            Some(body.clone()),
+        )
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(approval(&again).id, first.id);
 
     let other = json!({ "action": "drop_db", "scope": "ws-9", "reason": "cleanup" });
     let (s, no_context) = api
-        .call(Method::POST, "/v1/approvals", Some(&agent("bob")), Some(other))
+        .call(
+            Method::POST,
+            "/v1/approvals",
+            Some(&agent("bob")),
+            Some(other),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED);
     assert_eq!(approval(&no_context).context, json!({}));
 
     for token in [operator("alice"), admin::admin("root"), viewer("vic")] {
         assert_eq!(
-            api.call(Method::POST, "/v1/approvals", Some(&token), Some(body.clone()))
-                .await
-                .0,
+            api.call(
+                Method::POST,
+                "/v1/approvals",
+                Some(&token),
+                Some(body.clone())
+            )
+            .await
+            .0,
             StatusCode::FORBIDDEN
         );
     }
@@ -348,9 +447,14 @@ async fn requesting_approval_creates_then_deduplicates(store: Store) {
         json!({ "action": "", "scope": "s", "reason": "r" }),
     ] {
         assert_eq!(
-            api.call(Method::POST, "/v1/approvals", Some(&agent("bob")), Some(bad))
-                .await
-                .0,
+            api.call(
+                Method::POST,
+                "/v1/approvals",
+                Some(&agent("bob")),
+                Some(bad)
+            )
+            .await
+            .0,
             StatusCode::BAD_REQUEST
         );
     }
@@ -360,10 +464,16 @@ async fn list_filters_and_cursor_pagination(store: Store) {
     let api = serve(store, admin::policy(1)).await;
     let mut ids = Vec::new();
     for (i, who) in ["bob", "bob", "bob", "ann", "ann"].iter().enumerate() {
-        ids.push(api.pending(&new_approval(&format!("ws-{i}"), who, &[], 1)).await.id);
+        ids.push(
+            api.pending(&new_approval(&format!("ws-{i}"), who, &[], 1))
+                .await
+                .id,
+        );
     }
     assert_eq!(
-        api.decide(ids[0], &operator("alice"), "approve", "").await.0,
+        api.decide(ids[0], &operator("alice"), "approve", "")
+            .await
+            .0,
         StatusCode::OK
     );
 
@@ -418,7 +528,9 @@ async fn list_filters_and_cursor_pagination(store: Store) {
     let own = list("", agent("ann")).await;
     assert!(own.len() == 2 && own.iter().all(|a| a.requester == "ann"));
     assert_eq!(
-        api.get("/v1/approvals?status=bogus", &operator("alice")).await.0,
+        api.get("/v1/approvals?status=bogus", &operator("alice"))
+            .await
+            .0,
         StatusCode::BAD_REQUEST
     );
     assert_eq!(
@@ -440,7 +552,10 @@ async fn long_poll_returns_when_decided(store: Store) {
         StatusCode::BAD_REQUEST
     );
     let (s, still) = api.get(&format!("{path}?wait=1"), &agent("bob")).await;
-    assert_eq!((s, approval(&still).status), (StatusCode::OK, Status::Pending));
+    assert_eq!(
+        (s, approval(&still).status),
+        (StatusCode::OK, Status::Pending)
+    );
 
     let waiter = {
         let api = api.clone();
@@ -456,8 +571,29 @@ async fn long_poll_returns_when_decided(store: Store) {
         .await
         .expect("in time")
         .expect("join");
-    assert_eq!((s, approval(&body).status), (StatusCode::OK, Status::Approved));
+    assert_eq!(
+        (s, approval(&body).status),
+        (StatusCode::OK, Status::Approved)
+    );
     assert!(started.elapsed() < Duration::from_secs(30));
+    // A pending approval that expires during the wait is answered at its expiry, not at `wait`.
+    let almost = chrono::Utc::now() - chrono::Duration::seconds(3600 - 1);
+    let soon = new_approval("ws-soon", "bob", &[], 1);
+    let (soon, _) = api
+        .store
+        .backend()
+        .request(&soon, api.ttls, almost)
+        .await
+        .expect("request");
+    let started = std::time::Instant::now();
+    let (s, body) = api
+        .get(&format!("/v1/approvals/{}?wait=30", soon.id), &agent("bob"))
+        .await;
+    assert_eq!(
+        (s, approval(&body).status),
+        (StatusCode::OK, Status::Expired)
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
     // Already decided: answers at once.
     assert_eq!(
         approval(&api.get(&format!("{path}?wait=60"), &agent("bob")).await.1).status,
@@ -472,7 +608,9 @@ async fn events_stream_live_and_resume_with_last_event_id(store: Store) {
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        api.call(Method::GET, "/v1/events", Some(&agent("bob")), None).await.0,
+        api.call(Method::GET, "/v1/events", Some(&agent("bob")), None)
+            .await
+            .0,
         StatusCode::FORBIDDEN
     );
 
@@ -492,7 +630,9 @@ async fn events_stream_live_and_resume_with_last_event_id(store: Store) {
     assert_eq!(api.withdraw(b.id, &agent("bob")).await.0, StatusCode::OK);
     let c = api.pending(&new_approval("ws-3", "bob", &[], 1)).await;
     assert_eq!(
-        api.decide(c.id, &admin::admin("root"), "bypass", "incident").await.0,
+        api.decide(c.id, &admin::admin("root"), "bypass", "incident")
+            .await
+            .0,
         StatusCode::OK
     );
 
@@ -520,6 +660,28 @@ async fn events_stream_live_and_resume_with_last_event_id(store: Store) {
     let (event, id, data) = resumed.next().await;
     assert_eq!((event.as_str(), data.id), ("approval.requested", d.id));
     assert!(id > last);
+
+    // `?last_event_id=` works like the header (for clients that cannot set headers).
+    let url = format!("{}/v1/events?last_event_id={last}", api.base);
+    let resp = api
+        .http
+        .get(url)
+        .bearer_auth(&watcher)
+        .send()
+        .await
+        .expect("events");
+    let mut by_query = admin::Sse::from_response(resp);
+    let (event, _, data) = by_query.next().await;
+    assert_eq!((event.as_str(), data.id), ("approval.requested", d.id));
+    let bad = api
+        .call(
+            Method::GET,
+            "/v1/events?last_event_id=x",
+            Some(&watcher),
+            None,
+        )
+        .await;
+    assert_eq!(bad.0, StatusCode::BAD_REQUEST);
 }
 
 async fn health_readiness_and_metrics(store: Store) {
@@ -527,7 +689,12 @@ async fn health_readiness_and_metrics(store: Store) {
     let plain = |path: &'static str| {
         let api = &api;
         async move {
-            let resp = api.http.get(format!("{}{path}", api.base)).send().await.expect("get");
+            let resp = api
+                .http
+                .get(format!("{}{path}", api.base))
+                .send()
+                .await
+                .expect("get");
             let ct = resp
                 .headers()
                 .get("content-type")
@@ -538,14 +705,47 @@ async fn health_readiness_and_metrics(store: Store) {
     assert_eq!(plain("/healthz").await.0, StatusCode::OK);
     assert_eq!(plain("/readyz").await.0, StatusCode::OK);
     let a = api.pending(&new_approval("ws-1", "bob", &[], 1)).await;
-    assert_eq!(api.decide(a.id, &operator("alice"), "deny", "").await.0, StatusCode::OK);
+    assert_eq!(
+        api.decide(a.id, &operator("alice"), "deny", "").await.0,
+        StatusCode::OK
+    );
+    let b = api.pending(&new_approval("ws-2", "bob", &[], 1)).await;
+    assert_eq!(
+        api.decide(b.id, &operator("alice"), "approve", "").await.0,
+        StatusCode::OK
+    );
+    let c = api.pending(&new_approval("ws-3", "bob", &[], 1)).await;
+    assert_eq!(api.withdraw(c.id, &agent("bob")).await.0, StatusCode::OK);
     let (s, ct, text) = plain("/metrics").await;
     assert_eq!(s, StatusCode::OK);
-    assert!(ct.unwrap_or_default().starts_with("application/openmetrics-text"));
-    assert!(
-        text.contains("approval_gateway_approvals_total{action=\"delete_workspace\",event=\"denied\"} 1"),
-        "{text}"
-    );
+    assert!(ct
+        .unwrap_or_default()
+        .starts_with("application/openmetrics-text"));
+    for event in ["denied", "approved", "withdrawn"] {
+        let line = format!(
+            "approval_gateway_approvals_total{{action=\"delete_workspace\",event=\"{event}\"}} 1"
+        );
+        assert!(text.contains(&line), "{line} missing in\n{text}");
+    }
     let (s, body) = api.call(Method::GET, "/nope", None, None).await;
-    assert_eq!((s, body["status"].clone()), (StatusCode::NOT_FOUND, Value::from(404)));
+    assert_eq!(
+        (s, body["status"].clone()),
+        (StatusCode::NOT_FOUND, Value::from(404))
+    );
+}
+
+#[tokio::test]
+async fn readyz_is_503_until_the_store_is_migrated() {
+    // Never migrated (and unreachable): not ready, with a problem body; healthz still 200.
+    let store = Store::open("postgres://postgres@127.0.0.1:1/none").expect("url");
+    let api = serve(store, admin::policy(1)).await;
+    let (s, body) = api.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(
+        (s, body["status"].clone()),
+        (StatusCode::SERVICE_UNAVAILABLE, Value::from(503))
+    );
+    assert_eq!(
+        api.call(Method::GET, "/healthz", None, None).await.0,
+        StatusCode::OK
+    );
 }

@@ -117,7 +117,11 @@ pub fn agent(sub: &str) -> String {
 pub fn new_approval(scope: &str, requester: &str, actors: &[&str], quorum: u32) -> NewApproval {
     let context = json!({ "workspace_id": scope });
     NewApproval {
-        request_hash: approval_gateway::gate::hash::request_hash(scope, "delete_workspace", &context),
+        request_hash: approval_gateway::gate::hash::request_hash(
+            scope,
+            "delete_workspace",
+            &context,
+        ),
         scope: scope.into(),
         action: "delete_workspace".into(),
         reason: format!("delete workspace {scope}"),
@@ -141,7 +145,9 @@ pub struct Admin {
 }
 
 pub async fn serve(store: Store, policy: Policy) -> Admin {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let metrics = Arc::new(Metrics::new());
     let ttls = policy.gate.ttls;
@@ -188,7 +194,10 @@ impl Admin {
             assert_eq!(ct, "application/problem+json", "{status} on {path}");
         }
         let bytes = resp.bytes().await.expect("body");
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
@@ -213,8 +222,13 @@ impl Admin {
     }
 
     pub async fn withdraw(&self, id: impl std::fmt::Display, token: &str) -> (StatusCode, Value) {
-        self.call(Method::POST, &format!("/v1/approvals/{id}/withdraw"), Some(token), None)
-            .await
+        self.call(
+            Method::POST,
+            &format!("/v1/approvals/{id}/withdraw"),
+            Some(token),
+            None,
+        )
+        .await
     }
 
     /// Create a pending approval directly in the store (as the gate does).
@@ -230,20 +244,14 @@ impl Admin {
     }
 
     pub async fn events(&self, token: &str, last_event_id: Option<i64>) -> Sse {
-        let mut req = self.http.get(format!("{}/v1/events", self.base)).bearer_auth(token);
+        let mut req = self
+            .http
+            .get(format!("{}/v1/events", self.base))
+            .bearer_auth(token);
         if let Some(id) = last_event_id {
             req = req.header("Last-Event-ID", id.to_string());
         }
-        let resp = req.send().await.expect("events");
-        assert_eq!(resp.status(), StatusCode::OK);
-        assert!(resp.headers()["content-type"]
-            .to_str()
-            .expect("ct")
-            .starts_with("text/event-stream"));
-        Sse {
-            body: Box::pin(resp.bytes_stream()),
-            buf: String::new(),
-        }
+        Sse::from_response(req.send().await.expect("events"))
     }
 }
 
@@ -251,7 +259,8 @@ pub fn approval(v: &Value) -> Approval {
     serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("not an Approval ({e}): {v}"))
 }
 
-type ByteStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+type ByteStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
 
 /// A minimal SSE reader: yields `(event, id, data)` frames, skipping comment-only frames.
 pub struct Sse {
@@ -260,6 +269,20 @@ pub struct Sse {
 }
 
 impl Sse {
+    pub fn from_response(resp: reqwest::Response) -> Sse {
+        assert_eq!(resp.status(), StatusCode::OK);
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        assert!(ct.starts_with("text/event-stream"), "{ct}");
+        Sse {
+            body: Box::pin(resp.bytes_stream()),
+            buf: String::new(),
+        }
+    }
+
     pub async fn next(&mut self) -> (String, i64, Approval) {
         tokio::time::timeout(Duration::from_secs(10), self.next_frame())
             .await
@@ -287,7 +310,8 @@ impl Sse {
                 }
             }
             let chunk = self.body.next().await.expect("stream open").expect("chunk");
-            self.buf.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+            self.buf
+                .push_str(std::str::from_utf8(&chunk).expect("utf-8"));
         }
     }
 }

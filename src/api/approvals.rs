@@ -26,6 +26,7 @@ use crate::store::{
     Vote, VoteKind, WithdrawOutcome,
 };
 
+const NO_SUCH_APPROVAL: &str = "no such approval";
 /// Longest `?wait=` (seconds).
 pub const MAX_WAIT_SECS: u64 = 60;
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -124,7 +125,7 @@ pub async fn show(
 }
 
 fn visible(caller: &Caller, approval: Option<Approval>) -> Result<Approval, ApiError> {
-    let approval = approval.ok_or(ApiError::NotFound)?;
+    let approval = approval.ok_or(ApiError::NotFound(NO_SUCH_APPROVAL))?;
     if auth::may_view(caller, &approval) {
         Ok(approval)
     } else {
@@ -215,7 +216,7 @@ pub async fn decide(
             }
             Ok(Json(approval))
         }
-        DecideOutcome::NotFound => Err(ApiError::NotFound),
+        DecideOutcome::NotFound => Err(ApiError::NotFound(NO_SUCH_APPROVAL)),
         DecideOutcome::NotPending(_) => {
             Err(ApiError::Conflict("the approval is no longer pending"))
         }
@@ -249,7 +250,7 @@ pub async fn withdraw(
         .backend()
         .get(id, now)
         .await?
-        .ok_or(ApiError::NotFound)?;
+        .ok_or(ApiError::NotFound(NO_SUCH_APPROVAL))?;
     auth::check_withdraw(&caller, &current)?;
     let actor = caller.requester();
     match st
@@ -262,7 +263,7 @@ pub async fn withdraw(
             st.transition(&approval, ApprovalEvent::withdrawn, &actor);
             Ok(Json(approval))
         }
-        WithdrawOutcome::NotFound => Err(ApiError::NotFound),
+        WithdrawOutcome::NotFound => Err(ApiError::NotFound(NO_SUCH_APPROVAL)),
         WithdrawOutcome::NotPending(_) => {
             Err(ApiError::Conflict("the approval is no longer pending"))
         }

@@ -13,7 +13,8 @@ use crate::caller::{Caller, CallerError};
 use crate::store::{Approval, VoteKind};
 
 /// Classify the request's credential. No bearer credential → 401; a credential that fails
-/// verification or that nothing recognises → 401; a source outage → 503.
+/// verification or that nothing recognises → 401; two Authorization headers → 400; a source
+/// outage → 503.
 pub async fn authenticate(
     callers: &crate::caller::Callers,
     headers: &HeaderMap,
@@ -28,6 +29,9 @@ pub async fn authenticate(
             Err(ApiError::BadCredential)
         }
         Ok(c) => Ok(c),
+        Err(CallerError::DuplicateAuthorization) => {
+            Err(ApiError::bad_request("more than one Authorization header"))
+        }
         Err(CallerError::SourceUnavailable(source)) => {
             tracing::warn!(%source, "admin API: credential source unavailable");
             Err(ApiError::CredentialSourceUnavailable)

@@ -19,8 +19,8 @@ pub enum ApiError {
     BadCredential,
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
-    #[error("not found")]
-    NotFound,
+    #[error("not found: {0}")]
+    NotFound(&'static str),
     #[error("bad request: {0}")]
     BadRequest(Cow<'static, str>),
     #[error("conflict: {0}")]
@@ -43,7 +43,7 @@ impl ApiError {
         match self {
             ApiError::MissingCredential | ApiError::BadCredential => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::CredentialSourceUnavailable | ApiError::Store(_) | ApiError::NotReady(_) => {
@@ -52,34 +52,54 @@ impl ApiError {
         }
     }
 
-    /// `(type slug, title, detail)`; never includes a cause chain.
+    /// `(type URN, title, detail)`; never includes a cause chain.
     fn parts(&self) -> (&'static str, &'static str, Cow<'static, str>) {
         match self {
             ApiError::MissingCredential => (
-                "unauthenticated",
+                "urn:approval-gateway:unauthorized",
                 "Unauthorized",
                 "an Authorization: Bearer credential is required".into(),
             ),
             ApiError::BadCredential => (
-                "unauthenticated",
+                "urn:approval-gateway:unauthorized",
                 "Unauthorized",
                 "the credential could not be verified".into(),
             ),
-            ApiError::Forbidden(why) => ("forbidden", "Forbidden", Cow::Borrowed(*why)),
-            ApiError::NotFound => ("not-found", "Not Found", "no such approval".into()),
-            ApiError::BadRequest(why) => ("bad-request", "Bad Request", why.clone()),
-            ApiError::Conflict(why) => ("conflict", "Conflict", Cow::Borrowed(*why)),
+            ApiError::Forbidden(why) => (
+                "urn:approval-gateway:forbidden",
+                "Forbidden",
+                Cow::Borrowed(*why),
+            ),
+            ApiError::NotFound(what) => (
+                "urn:approval-gateway:not-found",
+                "Not Found",
+                Cow::Borrowed(*what),
+            ),
+            ApiError::BadRequest(why) => (
+                "urn:approval-gateway:bad-request",
+                "Bad Request",
+                why.clone(),
+            ),
+            ApiError::Conflict(why) => (
+                "urn:approval-gateway:conflict",
+                "Conflict",
+                Cow::Borrowed(*why),
+            ),
             ApiError::CredentialSourceUnavailable => (
-                "unavailable",
+                "urn:approval-gateway:credential-source-unavailable",
                 "Service Unavailable",
                 "the credential source is unavailable; try again later".into(),
             ),
             ApiError::Store(_) => (
-                "store-unavailable",
+                "urn:approval-gateway:store-unavailable",
                 "Service Unavailable",
                 "the approval store is unavailable; try again later".into(),
             ),
-            ApiError::NotReady(why) => ("not-ready", "Service Unavailable", Cow::Borrowed(*why)),
+            ApiError::NotReady(why) => (
+                "urn:approval-gateway:not-ready",
+                "Service Unavailable",
+                Cow::Borrowed(*why),
+            ),
         }
     }
 }
@@ -87,7 +107,7 @@ impl ApiError {
 #[derive(Serialize)]
 struct Problem<'a> {
     #[serde(rename = "type")]
-    kind: String,
+    kind: &'static str,
     title: &'a str,
     status: u16,
     detail: &'a str,
@@ -99,9 +119,9 @@ impl IntoResponse for ApiError {
         if let ApiError::Store(e) = &self {
             tracing::warn!(error = %e, "admin API: store error");
         }
-        let (slug, title, detail) = self.parts();
+        let (kind, title, detail) = self.parts();
         let problem = Problem {
-            kind: format!("urn:approval-gateway:problem:{slug}"),
+            kind,
             title,
             status: status.as_u16(),
             detail: &detail,
@@ -131,7 +151,7 @@ mod tests {
             (ApiError::MissingCredential, 401),
             (ApiError::BadCredential, 401),
             (ApiError::Forbidden("x"), 403),
-            (ApiError::NotFound, 404),
+            (ApiError::NotFound("x"), 404),
             (ApiError::bad_request("x"), 400),
             (ApiError::Conflict("x"), 409),
             (ApiError::Store(StoreError::NotReady), 503),

@@ -54,7 +54,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .fallback(|| async { ApiError::NotFound })
+        .fallback(|| async { ApiError::NotFound("no such resource on the admin listener") })
         .with_state(state)
 }
 

@@ -59,6 +59,15 @@ async fn credentials_are_required_and_only_approvers_decide(store: Store) {
     )
     .expect("token");
     assert_eq!(api.get(&path, &forged).await.0, StatusCode::UNAUTHORIZED);
+    let twice = api
+        .http
+        .get(format!("{}{path}", api.base))
+        .header("authorization", format!("Bearer {}", operator("olga")))
+        .header("authorization", format!("Bearer {}", operator("olga")))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(twice.status(), StatusCode::BAD_REQUEST);
     assert_eq!(
         api.decide(a.id, &forged, "approve", "").await.0,
         StatusCode::UNAUTHORIZED

@@ -194,10 +194,17 @@ impl Admin {
             assert_eq!(ct, "application/problem+json", "{status} on {path}");
         }
         let bytes = resp.bytes().await.expect("body");
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if status.is_client_error() || status.is_server_error() {
+            let kind = body["type"].as_str().unwrap_or("");
+            assert!(kind.starts_with("urn:approval-gateway:"), "{body}");
+            assert_eq!(body["status"], status.as_u16(), "{body}");
+            assert!(
+                body["title"].is_string() && body["detail"].is_string(),
+                "{body}"
+            );
+        }
+        (status, body)
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {

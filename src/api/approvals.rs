@@ -1,5 +1,5 @@
-//! `/v1/approvals` handlers (SPEC §7): list, show (with `?wait=` long-poll), decide, withdraw,
-//! and request (a gated caller asking approval for an action the gateway does not proxy).
+//! `/v1/approvals` handlers (SPEC §7): list, show (with `?wait=` long-poll), decide, withdraw.
+//! (`POST /v1/approvals`, a gated caller's own request, is in `request.rs`.)
 //!
 //! Each handler authenticates, applies the pure checks of `auth`, calls the store once for the
 //! transition (the store audits it with `via = api` and the caller as actor) and then logs and
@@ -11,19 +11,18 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::error::ApiError;
-use super::{auth, AdminState};
+use super::{auth, parse_id, parse_json, AdminState};
 use crate::caller::Caller;
 use crate::metrics::ApprovalEvent;
 use crate::store::{
-    Approval, ApprovalId, DecideOutcome, EventKind, ListFilter, NewApproval, Page, Status, Via,
-    Vote, VoteKind, WithdrawOutcome,
+    Approval, ApprovalId, DecideOutcome, EventKind, ListFilter, Page, Status, Via, Vote, VoteKind,
+    WithdrawOutcome,
 };
 
 const NO_SUCH_APPROVAL: &str = "no such approval";
@@ -31,8 +30,6 @@ const NO_SUCH_APPROVAL: &str = "no such approval";
 pub const MAX_WAIT_SECS: u64 = 60;
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 500;
-/// Bound on `action` (a metric label) and `scope` of API-made requests.
-const MAX_NAME_LEN: usize = 128;
 
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
@@ -181,7 +178,31 @@ pub async fn decide(
     let caller = st.authenticate(&headers).await?;
     auth::require_approver(&caller)?;
     let id = parse_id(&id)?;
-    let body: DecisionBody = parse_json(&body)?;
+    let vote = vote_from(&caller, parse_json(&body)?)?;
+    let now = Utc::now();
+    let current = visible(&caller, st.store.backend().get(id, now).await?)?;
+    auth::check_vote(&caller, &current, vote.kind)?;
+    let ttls = st.policy.load().gate.ttls;
+    match st.store.backend().decide(id, &vote, ttls, now).await? {
+        DecideOutcome::Recorded(approval) => {
+            match vote_event(vote.kind, approval.status) {
+                Some(event) => st.transition(&approval, event, &vote.approver),
+                None => st.voted(&approval, &vote.approver),
+            }
+            Ok(Json(approval))
+        }
+        DecideOutcome::NotFound => Err(ApiError::NotFound(NO_SUCH_APPROVAL)),
+        DecideOutcome::NotPending(_) => {
+            Err(ApiError::Conflict("the approval is no longer pending"))
+        }
+        DecideOutcome::AlreadyVoted(_) => Err(ApiError::Conflict(
+            "this approver has already voted on this approval",
+        )),
+    }
+}
+
+/// The vote a decision body asks for; a bypass needs an admin and a reason.
+fn vote_from(caller: &Caller, body: DecisionBody) -> Result<Vote, ApiError> {
     let comment = body
         .comment
         .map(|c| c.trim().to_owned())
@@ -196,34 +217,12 @@ pub async fn decide(
             ));
         }
     }
-    let now = Utc::now();
-    let current = visible(&caller, st.store.backend().get(id, now).await?)?;
-    auth::check_vote(&caller, &current, body.decision)?;
-    let vote = Vote {
-        approver: auth::approver_name(&caller),
+    Ok(Vote {
+        approver: auth::approver_name(caller),
         kind: body.decision,
         comment,
         via: Via::Api,
-    };
-    let ttls = st.policy.load().gate.ttls;
-    match st.store.backend().decide(id, &vote, ttls, now).await? {
-        DecideOutcome::Recorded(approval) => {
-            if let Some(event) = vote_event(body.decision, approval.status) {
-                st.transition(&approval, event, &vote.approver);
-            } else {
-                tracing::info!(target: "audit", approval_id = %approval.id, event = "voted", actor = %vote.approver,
-                    via = "api", action = %approval.action, status = approval.status.as_str());
-            }
-            Ok(Json(approval))
-        }
-        DecideOutcome::NotFound => Err(ApiError::NotFound(NO_SUCH_APPROVAL)),
-        DecideOutcome::NotPending(_) => {
-            Err(ApiError::Conflict("the approval is no longer pending"))
-        }
-        DecideOutcome::AlreadyVoted(_) => Err(ApiError::Conflict(
-            "this approver has already voted on this approval",
-        )),
-    }
+    })
 }
 
 /// Which counted transition a recorded vote caused, if any (a vote short of quorum is none).
@@ -268,94 +267,6 @@ pub async fn withdraw(
             Err(ApiError::Conflict("the approval is no longer pending"))
         }
     }
-}
-
-#[derive(Debug, Deserialize)]
-struct RequestBody {
-    action: String,
-    scope: String,
-    reason: String,
-    #[serde(default)]
-    context: Option<Value>,
-}
-
-/// `POST /v1/approvals`: a gated caller asks approval for an action the gateway does not proxy.
-/// 201 with a new approval; 200 with the open one when an identical request is already open.
-pub async fn request(
-    State(st): State<AdminState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<(StatusCode, Json<Approval>), ApiError> {
-    let caller = st.authenticate(&headers).await?;
-    if !caller.is_gated() {
-        return Err(ApiError::Forbidden(
-            "only a gated caller may request an approval",
-        ));
-    }
-    let body: RequestBody = parse_json(&body)?;
-    let policy = st.policy.load_full();
-    let new = new_approval(&caller, body, policy.gate.approvals_required)?;
-    let (approval, created) = st
-        .store
-        .backend()
-        .request(&new, policy.gate.ttls, Utc::now())
-        .await?;
-    let actor = caller.requester();
-    if created {
-        st.transition(&approval, ApprovalEvent::requested, &actor);
-        Ok((StatusCode::CREATED, Json(approval)))
-    } else {
-        st.transition(&approval, ApprovalEvent::deduplicated, &actor);
-        Ok((StatusCode::OK, Json(approval)))
-    }
-}
-
-fn new_approval(
-    caller: &Caller,
-    body: RequestBody,
-    approvals_required: u32,
-) -> Result<NewApproval, ApiError> {
-    let valid_name = |s: &str| {
-        !s.is_empty()
-            && s.len() <= MAX_NAME_LEN
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'/'))
-    };
-    if !valid_name(&body.action) {
-        return Err(ApiError::bad_request(format!(
-            "action must be 1-{MAX_NAME_LEN} characters of letters, digits, _ - . : /"
-        )));
-    }
-    if body.scope.is_empty() || body.scope.len() > 1024 {
-        return Err(ApiError::bad_request("scope must be a non-empty string"));
-    }
-    let context = match body.context {
-        None | Some(Value::Null) => Value::Object(Default::default()),
-        Some(v @ Value::Object(_)) => v,
-        Some(_) => return Err(ApiError::bad_request("context must be a JSON object")),
-    };
-    Ok(NewApproval {
-        request_hash: crate::gate::hash::request_hash(&body.scope, &body.action, &context),
-        scope: body.scope,
-        action: body.action,
-        reason: body.reason,
-        context,
-        method: None,
-        path: None,
-        requester: caller.requester(),
-        requester_actors: caller.actors.clone(),
-        caller: caller.class_name().map(str::to_owned),
-        approvals_required,
-    })
-}
-
-fn parse_id(raw: &str) -> Result<ApprovalId, ApiError> {
-    ApprovalId::parse(raw).ok_or_else(|| ApiError::bad_request("the approval id is not a UUID"))
-}
-
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 #[cfg(test)]

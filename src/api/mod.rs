@@ -20,13 +20,14 @@ use axum::Router;
 use crate::caller::Caller;
 use crate::config::Policy;
 use crate::metrics::{ApprovalEvent, Metrics};
-use crate::store::{Approval, Store};
+use crate::store::{Approval, ApprovalId, Store};
 
 pub mod approvals;
 pub mod auth;
 pub mod error;
 pub mod events;
 pub mod health;
+pub mod request;
 
 pub use error::ApiError;
 
@@ -43,10 +44,7 @@ pub struct AdminState {
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/", get(inbox_placeholder))
-        .route(
-            "/v1/approvals",
-            get(approvals::list).post(approvals::request),
-        )
+        .route("/v1/approvals", get(approvals::list).post(request::request))
         .route("/v1/approvals/{id}", get(approvals::show))
         .route("/v1/approvals/{id}/decisions", post(approvals::decide))
         .route("/v1/approvals/{id}/withdraw", post(approvals::withdraw))
@@ -87,4 +85,29 @@ impl AdminState {
         );
         self.metrics.approval(&approval.action, event);
     }
+
+    /// A vote short of quorum: logged (the store audits it), not counted.
+    fn voted(&self, approval: &Approval, actor: &str) {
+        tracing::info!(
+            target: "audit",
+            approval_id = %approval.id,
+            event = "voted",
+            actor = %actor,
+            via = "api",
+            action = %approval.action,
+            status = approval.status.as_str(),
+            "approval vote"
+        );
+    }
+}
+
+/// A path id; 400 when it is not a UUID.
+fn parse_id(raw: &str) -> Result<ApprovalId, ApiError> {
+    ApprovalId::parse(raw).ok_or_else(|| ApiError::bad_request("the approval id is not a UUID"))
+}
+
+/// A JSON body; 400 (naming the problem) when it does not parse.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }

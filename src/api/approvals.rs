@@ -15,13 +15,14 @@ use axum::http::HeaderMap;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
 
 use super::error::ApiError;
 use super::{auth, parse_id, parse_json, AdminState};
 use crate::caller::Caller;
 use crate::metrics::ApprovalEvent;
 use crate::store::{
-    Approval, ApprovalId, DecideOutcome, EventKind, ListFilter, Page, Status, Via, Vote, VoteKind,
+    Approval, ApprovalId, DecideOutcome, ListFilter, Page, Status, Via, Vote, VoteKind,
     WithdrawOutcome,
 };
 
@@ -108,17 +109,23 @@ pub async fn show(
         )));
     }
     // Subscribe before the first read so a decision landing in between is not missed.
-    let events = st.store.subscribe();
-    let approval = visible(&caller, st.store.backend().get(id, Utc::now()).await?)?;
-    if wait == 0 || approval.status != Status::Pending {
+    let mut events = st.store.subscribe();
+    let mut approval = visible(&caller, st.store.backend().get(id, Utc::now()).await?)?;
+    if wait == 0 {
         return Ok(Json(approval));
     }
     let until = wait_deadline(&approval, Duration::from_secs(wait), Utc::now());
-    wait_for_change(events, id, until).await;
-    Ok(Json(visible(
-        &caller,
-        st.store.backend().get(id, Utc::now()).await?,
-    )?))
+    let deadline = tokio::time::Instant::now() + until;
+    // Re-read on every event about this approval (events can arrive late, e.g. its own
+    // `requested` through Postgres NOTIFY) until it has left `pending` or time is up.
+    while approval.status == Status::Pending {
+        let more = next_event_about(&mut events, id, deadline).await;
+        approval = visible(&caller, st.store.backend().get(id, Utc::now()).await?)?;
+        if !more {
+            break;
+        }
+    }
+    Ok(Json(approval))
 }
 
 fn visible(caller: &Caller, approval: Option<Approval>) -> Result<Approval, ApiError> {
@@ -141,21 +148,18 @@ pub fn wait_deadline(approval: &Approval, wait: Duration, now: DateTime<Utc>) ->
     wait.min(to_expiry + Duration::from_millis(50))
 }
 
-/// Return when an event about `id` arrives, the stream lags or closes, or `until` passes; the
-/// caller re-reads the row in every case.
-async fn wait_for_change(
-    mut events: tokio::sync::broadcast::Receiver<crate::store::AuditEvent>,
+/// Wait for the next event about `id` (or a lag, after which the caller re-reads anyway).
+/// False when `deadline` passed or the feed closed: the caller's next read is its last.
+async fn next_event_about(
+    events: &mut tokio::sync::broadcast::Receiver<crate::store::AuditEvent>,
     id: ApprovalId,
-    until: Duration,
-) {
-    let deadline = tokio::time::Instant::now() + until;
+    deadline: tokio::time::Instant,
+) -> bool {
     loop {
         match tokio::time::timeout_at(deadline, events.recv()).await {
             Ok(Ok(ev)) if ev.approval_id != id => continue,
-            Ok(Ok(ev)) if matches!(ev.event, EventKind::Voted | EventKind::Deduplicated) => {
-                continue
-            }
-            _ => return,
+            Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => return true,
+            Ok(Err(RecvError::Closed)) | Err(_) => return false,
         }
     }
 }

@@ -16,10 +16,6 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn open(_url: &str) -> Result<Store, super::StoreError> {
-        Err(super::StoreError::Url("stub".into()))
-    }
-
     pub fn backend(&self) -> &dyn ApprovalStore {
         &*self.backend
     }

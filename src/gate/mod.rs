@@ -10,7 +10,6 @@
 
 pub mod body;
 pub mod canonical;
-pub mod hash;
 pub mod mode;
 pub mod template;
 

@@ -337,5 +337,3 @@ pub trait ApprovalStore: Send + Sync + fmt::Debug {
     /// Pending (unexpired) approvals per action, for the `approvals_pending` gauge.
     async fn pending_counts(&self, now: DateTime<Utc>) -> Result<Vec<(String, i64)>, StoreError>;
 }
-mod handle_stub;
-pub use handle_stub::Store;

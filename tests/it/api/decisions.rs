@@ -1,6 +1,6 @@
 //! Votes: quorum, one vote each, one deny denies, bypass, and 409 on non-pending approvals.
 
-use approval_gateway::store::{GateOutcome, Status, Store};
+use approval_gateway::store::{EventKind, GateOutcome, Status, Store, Via};
 use reqwest::StatusCode;
 
 use crate::support::admin::{self, agent, approval, new_approval, operator, serve};
@@ -46,6 +46,21 @@ pub(super) async fn quorum_of_two_needs_two_distinct_approvers_and_one_vote_each
         .map(|d| d.approver.as_str())
         .collect();
     assert_eq!(approvers, ["alice", "carol"]);
+
+    // Every API transition is audited with via = api and the approver as actor.
+    let audit = api
+        .store
+        .backend()
+        .events_after(0, 100)
+        .await
+        .expect("audit");
+    let trail: Vec<_> = audit
+        .iter()
+        .filter(|e| e.approval_id == a.id && e.via == Via::Api)
+        .map(|e| (e.event, e.actor.as_str()))
+        .collect();
+    assert!(trail.contains(&(EventKind::Voted, "alice")), "{trail:?}");
+    assert!(trail.contains(&(EventKind::Approved, "carol")), "{trail:?}");
 
     assert_eq!(
         api.decide(a.id, &operator("dave"), "approve", "").await.0,

@@ -29,7 +29,7 @@ pub enum ApiError {
     #[error("credential source unavailable")]
     CredentialSourceUnavailable,
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error("not ready: {0}")]
     NotReady(&'static str),
 }
@@ -113,6 +113,16 @@ struct Problem<'a> {
     detail: &'a str,
 }
 
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            // The client's fault (a cursor it did not get from us), not the store's.
+            StoreError::InvalidCursor => ApiError::bad_request("the cursor is not valid"),
+            e => ApiError::Store(e),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -155,6 +165,8 @@ mod tests {
             (ApiError::bad_request("x"), 400),
             (ApiError::Conflict("x"), 409),
             (ApiError::Store(StoreError::NotReady), 503),
+            (ApiError::from(StoreError::NotReady), 503),
+            (ApiError::from(StoreError::InvalidCursor), 400),
             (ApiError::CredentialSourceUnavailable, 503),
         ];
         for (err, want) in cases {

@@ -89,6 +89,12 @@ pub(super) async fn list_filters_and_cursor_pagination(store: Store) {
         api.get("/v1/approvals?limit=x", &operator("alice")).await.0,
         StatusCode::BAD_REQUEST
     );
+    assert_eq!(
+        api.get("/v1/approvals?cursor=garbage", &operator("alice"))
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 pub(super) async fn long_poll_returns_when_decided(store: Store) {

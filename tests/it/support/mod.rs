@@ -3,4 +3,5 @@
 
 pub mod admin;
 pub mod db;
+pub mod gateway;
 pub mod upstream;

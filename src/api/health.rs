@@ -8,9 +8,9 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use super::AdminState;
 
-/// prometheus-client's text encoder writes the OpenMetrics 1.0 text format (`_total` suffixes,
-/// a final `# EOF`), so that is the content type it is served with; Prometheus negotiates it.
-pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// `Metrics::encode` writes the Prometheus text format 0.0.4 (what `promtool check metrics` and
+/// every Prometheus server read).
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub async fn metrics(State(st): State<AdminState>) -> Response {
     let mut resp = st.metrics.encode().into_response();

@@ -274,7 +274,7 @@ pub(super) async fn health_readiness_and_metrics(store: Store) {
     assert_eq!(s, StatusCode::OK);
     assert!(ct
         .unwrap_or_default()
-        .starts_with("application/openmetrics-text"));
+        .starts_with("text/plain; version=0.0.4"));
     for event in ["denied", "approved", "withdrawn"] {
         let line = format!(
             "approval_gateway_approvals_total{{action=\"delete_workspace\",event=\"{event}\"}} 1"

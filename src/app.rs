@@ -122,6 +122,7 @@ impl App {
             store: self.store.clone(),
             policy: Arc::clone(&self.policy),
             metrics: Arc::clone(&self.metrics),
+            reloader: self.reloader.clone(),
         });
         tracing::info!(
             proxy = %self.proxy_addr(), admin = %self.admin_addr(), summary = %self.config.summary(),

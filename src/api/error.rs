@@ -32,6 +32,9 @@ pub enum ApiError {
     Store(StoreError),
     #[error("not ready: {0}")]
     NotReady(&'static str),
+    /// A reload found problems in the new configuration (listed; no secrets in them).
+    #[error("invalid configuration")]
+    InvalidConfig(String),
 }
 
 impl ApiError {
@@ -46,6 +49,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::InvalidConfig(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::CredentialSourceUnavailable | ApiError::Store(_) | ApiError::NotReady(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -99,6 +103,14 @@ impl ApiError {
                 "urn:approval-gateway:not-ready",
                 "Service Unavailable",
                 Cow::Borrowed(*why),
+            ),
+            ApiError::InvalidConfig(errors) => (
+                "urn:approval-gateway:invalid-config",
+                "Invalid Configuration",
+                format!(
+                    "the new configuration was rejected; the previous one keeps serving. {errors}"
+                )
+                .into(),
             ),
         }
     }

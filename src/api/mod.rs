@@ -20,6 +20,7 @@ use axum::Router;
 use crate::caller::Caller;
 use crate::config::Policy;
 use crate::metrics::{ApprovalEvent, Metrics};
+use crate::reload::Reloader;
 use crate::store::{Approval, ApprovalId, Store};
 
 pub mod approvals;
@@ -38,6 +39,9 @@ pub struct AdminState {
     /// The current policy (callers, gate settings incl. TTLs), swapped whole on reload.
     pub policy: Arc<ArcSwap<Policy>>,
     pub metrics: Arc<Metrics>,
+    /// Hot reload from the config file (`POST /v1/admin/reload`); `None` when the process was
+    /// not started from a file (tests, `demo`).
+    pub reloader: Option<Arc<Reloader>>,
 }
 
 /// The admin router. The caller serves it on the admin listener.
@@ -49,6 +53,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/approvals/{id}/decisions", post(approvals::decide))
         .route("/v1/approvals/{id}/withdraw", post(approvals::withdraw))
         .route("/v1/events", get(events::stream))
+        .route("/v1/admin/reload", post(admin_reload))
         .route("/metrics", get(health::metrics))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -59,6 +64,26 @@ pub fn router(state: AdminState) -> Router {
 /// PLACEHOLDER for the web inbox: `src/api/inbox.rs` + `inbox.html` replace this route.
 async fn inbox_placeholder() -> Html<&'static str> {
     Html("<!doctype html><title>approval-gateway</title><p>Inbox placeholder: not built yet. Use /v1/approvals.</p>")
+}
+
+/// `POST /v1/admin/reload` (approvers only): the same as SIGHUP.
+async fn admin_reload(
+    axum::extract::State(st): axum::extract::State<AdminState>,
+    headers: HeaderMap,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let caller = st.authenticate(&headers).await?;
+    auth::require_approver(&caller)?;
+    let reloader = st.reloader.as_ref().ok_or(ApiError::Conflict(
+        "this process was not started from a config file",
+    ))?;
+    tracing::info!(by = %auth::approver_name(&caller), "reload requested through the admin API");
+    match reloader.reload() {
+        Ok(()) => Ok(axum::Json(serde_json::json!({"status": "reloaded"}))),
+        Err(errors) => {
+            let list: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+            Err(ApiError::InvalidConfig(list.join("; ")))
+        }
+    }
 }
 
 impl AdminState {

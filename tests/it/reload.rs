@@ -7,7 +7,7 @@ use approval_gateway::app::App;
 use approval_gateway::config;
 use reqwest::StatusCode;
 
-use crate::support::gateway::{agent, sqlite_url, POLICY, SECRET};
+use crate::support::gateway::{agent, human, sqlite_url, POLICY, SECRET};
 use crate::support::upstream::{FakeUpstream, Reply};
 
 fn file_text(upstream: &str, store: &str, policy: &str) -> String {
@@ -118,6 +118,34 @@ async fn reload_swaps_the_policy_whole_and_rejects_invalid_files_whole() {
         "old policy still serves"
     );
 
+    // The same through the admin API: approvers only; an invalid file is a 422 listing problems.
+    let reload = |bearer: String| {
+        let client = client.clone();
+        async move {
+            client
+                .post(format!("http://{admin}/v1/admin/reload"))
+                .bearer_auth(bearer)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(reload(agent()).await.status(), StatusCode::FORBIDDEN);
+    let rejected = reload(human("alice")).await;
+    assert_eq!(rejected.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: serde_json::Value = rejected.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("routes["),
+        "{problem}"
+    );
+    std::fs::write(&path, file_text(&upstream.url(), &store, POLICY)).unwrap();
+    assert_eq!(reload(human("alice")).await.status(), StatusCode::OK);
+    assert_eq!(
+        delete("/workspaces/ws-3").await.status(),
+        StatusCode::ACCEPTED,
+        "gated again"
+    );
+
     let metrics = client
         .get(format!("http://{admin}/metrics"))
         .send()
@@ -127,11 +155,11 @@ async fn reload_swaps_the_policy_whole_and_rejects_invalid_files_whole() {
         .await
         .unwrap();
     assert!(
-        metrics.contains(r#"approval_gateway_config_reloads_total{result="success"} 1"#),
+        metrics.contains(r#"approval_gateway_config_reloads_total{result="success"} 2"#),
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"approval_gateway_config_reloads_total{result="failure"} 1"#),
+        metrics.contains(r#"approval_gateway_config_reloads_total{result="failure"} 2"#),
         "{metrics}"
     );
     let _ = stop.send(());

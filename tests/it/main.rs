@@ -7,6 +7,7 @@
 mod support;
 
 mod api;
+mod cli;
 mod gate;
 mod proxy;
 mod reload;

@@ -668,3 +668,62 @@ async fn metrics_exposition_carries_the_contract_names_and_outcomes() {
     std::fs::write(sample, &text).unwrap();
     gw.stop().await;
 }
+
+/// A TCP relay to Postgres that refuses (accepts and drops) until `up` is set.
+async fn flaky_postgres_relay() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let up = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = up.clone();
+    tokio::spawn(async move {
+        while let Ok((mut down, _)) = listener.accept().await {
+            if !flag.load(Ordering::SeqCst) {
+                continue; // dropped: the store is "down"
+            }
+            tokio::spawn(async move {
+                if let Ok(mut pg) = tokio::net::TcpStream::connect("127.0.0.1:5432").await {
+                    let _ = tokio::io::copy_bidirectional(&mut down, &mut pg).await;
+                }
+            });
+        }
+    });
+    (addr, up)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_at_start_passes_through_then_gates_once_it_comes_back() {
+    let Some(url) = db::postgres_url().await else {
+        return;
+    };
+    let (relay, up) = flaky_postgres_relay().await;
+    let via_relay = url.replace("127.0.0.1:5432", &relay.to_string());
+    assert_ne!(via_relay, url, "test database URL points at 127.0.0.1:5432");
+    let gw = start("enforce", Backend::Unready(via_relay), "").await;
+    assert!(!gw.store.is_ready());
+    let r = send(&gw, Method::GET, "/workspaces/ws-1", Some(&agent()), None).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "pass-through serves while the store is down"
+    );
+    assert_eq!(
+        delete(&gw, "/workspaces/ws-1", &agent()).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let ready = gw.client.get(gw.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    up.store(true, std::sync::atomic::Ordering::SeqCst);
+    gw.wait_ready().await;
+    assert_eq!(
+        delete(&gw, "/workspaces/ws-1", &agent()).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let ready = gw.client.get(gw.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    gw.stop().await;
+}

@@ -66,6 +66,8 @@ pub enum Backend {
     Postgres(String),
     /// A URL nothing answers at (store down).
     Down,
+    /// A store that may not be reachable yet: start without waiting for readiness.
+    Unready(String),
 }
 
 /// A SQLite file URL in a fresh temp dir (kept for the process's life).
@@ -78,7 +80,7 @@ pub fn sqlite_url() -> String {
 pub fn store_url(backend: &Backend) -> String {
     match backend {
         Backend::Sqlite => sqlite_url(),
-        Backend::Postgres(url) => url.clone(),
+        Backend::Postgres(url) | Backend::Unready(url) => url.clone(),
         Backend::Down => "postgres://postgres@127.0.0.1:1/none".to_owned(),
     }
 }
@@ -117,7 +119,7 @@ pub async fn start(mode: &str, backend: Backend, extra: &str) -> Gateway {
         stop: Some(stop),
         task: Some(task),
     };
-    if !matches!(backend, Backend::Down) {
+    if !matches!(backend, Backend::Down | Backend::Unready(_)) {
         gw.wait_ready().await;
     }
     gw

@@ -9,4 +9,6 @@ mod support;
 mod api;
 mod gate;
 mod proxy;
+mod replicas;
 mod store;
+mod wait;

@@ -254,3 +254,87 @@ async fn wait_client_disconnect_leaves_the_approval_pending_and_loses_nothing() 
 async fn wait_client_disconnect_with_an_unread_body_loses_nothing() {
     disconnect_while_waiting(Some("unread body")).await;
 }
+
+/// Captures formatted log output in memory.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl Captured {
+    fn lines(&self) -> Vec<Value> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// The `access` target: one line per request with method, action, outcome, status, upstream
+/// latency and the approval id — never the token. (A current-thread test runtime runs the
+/// gateway on this thread, so a thread-local subscriber sees its lines.)
+#[tokio::test]
+async fn access_log_one_line_per_request_without_credentials() {
+    let out = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("off,access=info"))
+        .with_writer(out.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let gw = start("enforce", Backend::Sqlite, "").await;
+    let token = agent();
+    let plain = gw.client.get(gw.url("/health?x=1")).bearer_auth(&token);
+    assert_eq!(plain.send().await.unwrap().status(), StatusCode::OK);
+    let held = send(
+        &gw,
+        reqwest::Method::DELETE,
+        "/workspaces/ws-1",
+        Some("wait=30"),
+        None,
+    );
+    gw.wait_waiting(1).await;
+    let id = the_pending(&gw).await;
+    let _ = vote(&gw, id, VoteKind::Approve).await;
+    assert_eq!(held.await.unwrap().status(), StatusCode::OK);
+    let pending = send(&gw, reqwest::Method::DELETE, "/workspaces/ws-9", None, None);
+    assert_eq!(pending.await.unwrap().status(), StatusCode::ACCEPTED);
+    gw.stop().await;
+
+    let raw = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    assert!(!raw.contains(&token) && !raw.to_ascii_lowercase().contains("bearer"));
+    let lines = out.lines();
+    assert_eq!(lines.len(), 3, "{raw}");
+    let f = |i: usize| lines[i]["fields"].clone();
+    assert_eq!(lines[0]["target"], "access");
+    assert_eq!(f(0)["method"], "GET");
+    assert_eq!(f(0)["path"], "/health");
+    assert_eq!(f(0)["action"], "none");
+    assert_eq!(f(0)["outcome"], "passthrough");
+    assert_eq!(f(0)["status"], 200);
+    assert!(f(0)["upstream_ms"].as_f64().is_some());
+    assert_eq!(f(1)["method"], "DELETE");
+    assert_eq!(f(1)["action"], "delete_workspace");
+    assert_eq!(f(1)["outcome"], "forwarded");
+    assert_eq!(f(1)["approval_id"], id.to_string().as_str());
+    assert!(f(1)["upstream_ms"].as_f64().is_some());
+    assert_eq!(f(2)["outcome"], "pending");
+    assert_eq!(f(2)["status"], 202);
+    assert!(f(2)["approval_id"].is_string());
+    assert!(f(2).get("upstream_ms").is_none());
+}

@@ -4,6 +4,12 @@
 //! Fail closed: nothing here forwards a gated request unless the store consumed an approval for
 //! exactly this identity. Store errors are 503, unverifiable credentials 401, unreadable body
 //! fields 400, oversized bodies 413 — all mapped by `respond`.
+//!
+//! `Prefer: wait=N` (RFC 7240, clamped to `[gate] max_wait`): a request the store answered
+//! Pending is held (`wait.rs`) until its approval is decided — approved → consumed through the
+//! same atomic step and forwarded (`Preference-Applied: wait=N`); denied → 403; withdrawn or
+//! expired → 409; timeout → the 202. The body, buffered or still unread, is kept meanwhile.
+//! Every outcome is also noted for the access line (`access.rs`).
 
 use std::borrow::Cow;
 use std::sync::Arc;

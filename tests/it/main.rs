@@ -9,6 +9,7 @@ mod support;
 mod api;
 mod gate;
 mod proxy;
+mod reload;
 mod replicas;
 mod store;
 mod wait;

@@ -73,3 +73,22 @@ pub(super) fn not_approved(id: ApprovalId, status: Status) -> Response<ProxyBody
     }
     .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_approved_is_403_when_denied_and_409_otherwise() {
+        let id = ApprovalId::new();
+        for (status, want) in [
+            (Status::Denied, StatusCode::FORBIDDEN),
+            (Status::Withdrawn, StatusCode::CONFLICT),
+            (Status::Expired, StatusCode::CONFLICT),
+        ] {
+            let resp = not_approved(id, status);
+            assert_eq!(resp.status(), want, "{status:?}");
+            assert_eq!(resp.headers()["content-type"], "application/problem+json");
+        }
+    }
+}

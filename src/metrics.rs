@@ -17,6 +17,7 @@ pub const APPROVALS_PENDING: &str = "approval_gateway_approvals_pending";
 pub const STORE_ERRORS: &str = "approval_gateway_store_errors";
 pub const GATE_MODE: &str = "approval_gateway_gate_mode";
 pub const CONFIG_RELOADS: &str = "approval_gateway_config_reloads";
+pub const REQUESTS_WAITING: &str = "approval_gateway_requests_waiting";
 
 /// `outcome` label of `approval_gateway_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
@@ -30,6 +31,9 @@ pub enum Outcome {
     unauthorized,
     store_unavailable,
     bad_request,
+    /// Held with `Prefer: wait` and answered because the approval was denied, withdrawn or
+    /// expired meanwhile (an extension beyond SPEC §8).
+    not_approved,
 }
 
 /// `event` label of `approval_gateway_approvals_total`.
@@ -96,6 +100,8 @@ pub struct Metrics {
     pub store_errors: Counter,
     pub gate_mode: Gauge,
     pub config_reloads: Family<ResultLabels, Counter>,
+    /// Gated requests currently held open by `Prefer: wait` on this replica.
+    pub requests_waiting: Gauge,
 }
 
 impl Default for Metrics {
@@ -157,6 +163,12 @@ impl Metrics {
             "Configuration reloads, by result",
             config_reloads.clone(),
         );
+        let requests_waiting = Gauge::default();
+        registry.register(
+            REQUESTS_WAITING,
+            "Gated requests held open waiting for a decision (Prefer: wait)",
+            requests_waiting.clone(),
+        );
         let passthrough = requests
             .get_or_create(&RequestLabels {
                 route: "none".to_owned(),
@@ -174,6 +186,7 @@ impl Metrics {
             store_errors,
             gate_mode,
             config_reloads,
+            requests_waiting,
         }
     }
 

@@ -178,6 +178,7 @@ pub(crate) struct RawGate {
     pub retry_after: Option<String>,
     pub public_admin_url: Option<String>,
     pub approvals_required: Option<i64>,
+    pub max_wait: Option<String>,
 }
 
 /// The top-level tables that are plain key/value sections.
@@ -235,6 +236,7 @@ pub(crate) fn read(root: &Section<'_>, errs: &mut Errors) -> RawConfig {
                 "retry_after",
                 "public_admin_url",
                 "approvals_required",
+                "max_wait",
             ],
             errs,
         );
@@ -245,6 +247,7 @@ pub(crate) fn read(root: &Section<'_>, errs: &mut Errors) -> RawConfig {
             retry_after: s.string("retry_after", errs),
             public_admin_url: s.string("public_admin_url", errs),
             approvals_required: s.integer("approvals_required", errs),
+            max_wait: s.string("max_wait", errs),
         };
     }
     raw

@@ -84,6 +84,9 @@ pub struct GateSettings {
     /// Base of the 202's `Location`, without a trailing `/`.
     pub public_admin_url: String,
     pub approvals_required: u32,
+    /// Longest `Prefer: wait=N` honoured on a gated request (larger N is clamped; zero turns
+    /// waiting off). Extension beyond SPEC §3: `[gate] max_wait`, default `"60s"`.
+    pub max_wait: Duration,
 }
 
 /// Everything that decides a request; rebuilt and swapped whole on reload.

@@ -51,6 +51,7 @@ fn absent_tables_take_the_spec_defaults() {
     assert_eq!(g.retry_after, Duration::from_secs(5));
     assert_eq!(g.public_admin_url, "http://127.0.0.1:9090");
     assert_eq!(g.approvals_required, 1);
+    assert_eq!(g.max_wait, Duration::from_secs(60));
     assert!(c.policy.callers.jwt.is_none());
     assert_eq!(c.policy.callers.subject_claim, "sub");
     assert!(c.policy.routes.is_empty() && c.policy.guards.is_empty());
@@ -98,6 +99,7 @@ fn every_validation_error_kind_names_its_table_and_key() {
         ("[gate]\napproval_ttl = \"1 fortnight\"".into(), "gate.approval_ttl", "duration"),
         ("[gate]\nretry_after = \"0ms\"".into(), "gate.retry_after", "greater than zero"),
         ("[gate]\nmax_body_bytes = 0".into(), "gate.max_body_bytes", "positive"),
+        ("[gate]\nmax_wait = \"soon\"".into(), "gate.max_wait", "not a duration"),
         ("[gate]\npublic_admin_url = \"ftp://x\"".into(), "gate.public_admin_url", "http"),
         ("[gate]\napprovals_required = 0".into(), "gate.approvals_required", "at least 1"),
         ("listen = 3".into(), "listen", "expected a table"),

@@ -299,6 +299,8 @@ fn gate(raw: &RawGate, mode: Mode, errs: &mut Errors) -> GateSettings {
         public_admin_url,
         approvals_required: quorum(raw.approvals_required, "gate.approvals_required", errs)
             .unwrap_or(1),
+        // "0s" is allowed: it turns `Prefer: wait` off.
+        max_wait: duration(raw.max_wait.as_deref(), "gate.max_wait", "60s", false, errs),
     }
 }
 

@@ -4,24 +4,33 @@
 //! Fail closed: nothing here forwards a gated request unless the store consumed an approval for
 //! exactly this identity. Store errors are 503, unverifiable credentials 401, unreadable body
 //! fields 400, oversized bodies 413 — all mapped by `respond`.
+//!
+//! `Prefer: wait=N` (RFC 7240, clamped to `[gate] max_wait`): a request the store answered
+//! Pending is held (`wait.rs`) until its approval is decided — approved → consumed through the
+//! same atomic step and forwarded (`Preference-Applied: wait=N`); denied → 403; withdrawn or
+//! expired → 409; timeout → the 202. The body, buffered or still unread, is kept meanwhile.
+//! Every outcome is also noted for the access line (`access.rs`).
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use chrono::Utc;
-use http::header::{HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
-use http::{request, HeaderMap, Response, StatusCode};
+use http::header::{HeaderName, HeaderValue};
+use http::{request, Response};
 use hyper::body::Incoming;
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use super::access::Note;
+use super::wait::{self, Waited, PREFERENCE_APPLIED};
 use super::{read_limited, Downstream, ProxyBody, ProxyError, Shared};
 use crate::caller::{Caller, CallerError};
 use crate::config::Policy;
 use crate::gate::{self, Decision, GateRule, Gated, RequestView};
 use crate::metrics::{ApprovalEvent, Outcome};
 use crate::route::RouteMatch;
-use crate::store::{Approval, ApprovalId, GateOutcome, NewApproval, UpstreamResult, VoteKind};
+use crate::store::{
+    Approval, ApprovalId, GateOutcome, NewApproval, Status, StoreError, UpstreamResult,
+};
 
 /// Request and response header naming the approval a forwarded request consumed.
 pub static APPROVAL_ID: HeaderName = HeaderName::from_static("approval-id");
@@ -39,14 +48,15 @@ pub(super) async fn handle(
     parts: request::Parts,
     body: Incoming,
     down: &Downstream,
+    note: &mut Note,
 ) -> Response<ProxyBody> {
     let action = m.route.as_ref().map_or("none", |r| &*r.value.action);
     let caller = match m.policy.callers.classify(&parts.headers, unix_now()).await {
         Ok(caller) => caller,
-        Err(e) => return reject_credential(shared, action, e),
+        Err(e) => return reject_credential(shared, note, action, e),
     };
     if m.guard && caller.is_gated() {
-        shared.metrics.request(action, Outcome::guard_denied);
+        count(shared, note, action, Outcome::guard_denied);
         tracing::info!(
             caller = caller.class_name(),
             path = parts.uri.path(),
@@ -58,13 +68,31 @@ pub(super) async fn handle(
         .into_response();
     }
     let Some(route) = m.route else {
-        return shared
-            .pass(action, parts, ProxyBody::Incoming(body), down)
-            .await;
+        return pass(shared, note, action, parts, ProxyBody::Incoming(body), down).await;
     };
-    gate_route(shared, m.policy, &route, &caller, parts, body, down).await
+    gate_route(shared, m.policy, &route, &caller, parts, body, down, note).await
 }
 
+/// Count `outcome` in the metrics and remember it for the access line.
+fn count(shared: &Shared, note: &mut Note, action: &str, outcome: Outcome) {
+    shared.metrics.request(action, outcome);
+    note.outcome = outcome;
+}
+
+/// A matched request that is not gated after all (e.g. an ungated caller): forward as is.
+async fn pass(
+    shared: &Shared,
+    note: &mut Note,
+    action: &str,
+    parts: request::Parts,
+    body: ProxyBody,
+    down: &Downstream,
+) -> Response<ProxyBody> {
+    count(shared, note, action, Outcome::passthrough);
+    note.timed(shared.forward(parts, body, down)).await
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn gate_route(
     shared: &Shared,
     policy: &Policy,
@@ -73,20 +101,19 @@ async fn gate_route(
     parts: request::Parts,
     body: Incoming,
     down: &Downstream,
+    note: &mut Note,
 ) -> Response<ProxyBody> {
     let rule = &**route.value;
     let action = &*rule.action;
     if !caller.is_gated() {
-        return shared
-            .pass(action, parts, ProxyBody::Incoming(body), down)
-            .await;
+        return pass(shared, note, action, parts, ProxyBody::Incoming(body), down).await;
     }
     // Buffer the body only when a template reads it, up to the cap.
     let (bytes, body) = if rule.needs_body() {
         match read_limited(body, policy.gate.max_body_bytes).await {
             Ok(b) => (Some(b.clone()), ProxyBody::full(b)),
             Err(e) => {
-                shared.metrics.request(action, Outcome::bad_request);
+                count(shared, note, action, Outcome::bad_request);
                 return ProxyError::from(e).into_response();
             }
         }
@@ -107,74 +134,190 @@ async fn gate_route(
         policy.gate.approvals_required,
     ) {
         Err(e) => {
-            shared.metrics.request(action, Outcome::bad_request);
+            count(shared, note, action, Outcome::bad_request);
             ProxyError::BadRequest(Cow::Owned(e.to_string())).into_response()
         }
-        Ok(Decision::Pass) => shared.pass(action, parts, body, down).await,
+        Ok(Decision::Pass) => pass(shared, note, action, parts, body, down).await,
         Ok(Decision::Shadow(g)) => {
-            shared.metrics.request(action, Outcome::shadow_would_gate);
+            count(shared, note, action, Outcome::shadow_would_gate);
             tracing::info!(
                 event = "would_gate", action, scope = %g.scope, request_hash = %g.request_hash,
                 requester = %caller.requester(), "shadow mode: this request would need an approval"
             );
-            shared.forward(parts, body, down).await
+            note.timed(shared.forward(parts, body, down)).await
         }
-        Ok(Decision::Enforce(g)) => enforce(shared, policy, g, caller, parts, body, down).await,
+        Ok(Decision::Enforce(g)) => {
+            enforce(shared, policy, g, caller, parts, body, down, note).await
+        }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn enforce(
     shared: &Shared,
     policy: &Policy,
     g: Gated,
     caller: &Caller,
-    mut parts: request::Parts,
+    parts: request::Parts,
     body: ProxyBody,
     down: &Downstream,
+    note: &mut Note,
 ) -> Response<ProxyBody> {
     let action = Arc::clone(&g.action);
     if !shared.store.is_ready() {
-        return store_unavailable(shared, &action, None);
+        return store_unavailable(shared, note, &action, None);
     }
+    let wait = wait::requested(&parts.headers, policy.gate.max_wait);
     let new = new_approval(g, caller, &parts);
-    let outcome = shared
-        .store
-        .backend()
-        .consume_or_create(&new, policy.gate.ttls, Utc::now())
-        .await;
-    match outcome {
-        Err(e) => store_unavailable(shared, &action, Some(e)),
+    match consume_or_create(shared, policy, &new).await {
+        Err(e) => store_unavailable(shared, note, &action, Some(e)),
         Ok(GateOutcome::Consumed(id)) => {
-            shared.metrics.approval(&action, ApprovalEvent::consumed);
-            shared.metrics.request(&action, Outcome::forwarded);
-            tracing::info!(event = "consumed", approval_id = %id, action = %action, "approval consumed; forwarding");
-            let value = id_header(id);
-            parts.headers.insert(APPROVAL_ID.clone(), value.clone());
-            let resp = shared.forward_raw(parts, body, down).await;
-            let result = match &resp {
-                Ok(r) => UpstreamResult::Status(r.status().as_u16()),
-                Err(e) => UpstreamResult::Error(e.to_string()),
-            };
-            record_upstream(shared, id, result);
-            let mut resp = resp.unwrap_or_else(ProxyError::into_response);
-            resp.headers_mut().insert(APPROVAL_ID.clone(), value);
-            resp
+            forward_consumed(shared, note, &action, id, parts, body, down).await
         }
         Ok(GateOutcome::Pending {
             approval,
             created,
             previous,
         }) => {
-            let event = if created {
-                ApprovalEvent::requested
-            } else {
-                ApprovalEvent::deduplicated
+            count_pending_approval(shared, &action, created);
+            let Some(wait) = wait else {
+                return pending(shared, note, policy, &approval, previous);
             };
-            shared.metrics.approval(&action, event);
-            shared.metrics.request(&action, Outcome::pending);
-            pending_response(policy, &approval, previous)
+            // The body (buffered or still unread) is kept for forwarding after an approval.
+            let held = Held { parts, body };
+            let mut resp = after_wait(
+                shared, policy, &new, approval, previous, wait, held, down, note,
+            )
+            .await;
+            resp.headers_mut()
+                .insert(PREFERENCE_APPLIED.clone(), wait::applied(wait));
+            resp
         }
     }
+}
+
+/// A request held open while it waits, body untouched.
+struct Held {
+    parts: request::Parts,
+    body: ProxyBody,
+}
+
+/// Wait for `approval` to be decided, then: approved → consume (through the same atomic step,
+/// so a concurrent retry cannot also use it) and forward; denied → 403; withdrawn/expired →
+/// 409; timeout → the normal 202.
+#[allow(clippy::too_many_arguments)]
+async fn after_wait(
+    shared: &Shared,
+    policy: &Policy,
+    new: &NewApproval,
+    approval: Approval,
+    previous: Option<ApprovalId>,
+    wait: std::time::Duration,
+    held: Held,
+    down: &Downstream,
+    note: &mut Note,
+) -> Response<ProxyBody> {
+    let action = new.action.as_str();
+    let gauge = &shared.metrics.requests_waiting;
+    match wait::until_settled(&shared.store, gauge, approval.id, wait).await {
+        Waited::TimedOut => pending(shared, note, policy, &approval, previous),
+        Waited::Failed(e) => store_unavailable(shared, note, action, Some(e)),
+        // Consumed: another request with this identity used it; the step below then answers
+        // with a fresh pending approval, as a retry would get.
+        Waited::Settled(Status::Approved | Status::Consumed) => {
+            match consume_or_create(shared, policy, new).await {
+                Err(e) => store_unavailable(shared, note, action, Some(e)),
+                Ok(GateOutcome::Consumed(id)) => {
+                    let Held { parts, body } = held;
+                    forward_consumed(shared, note, action, id, parts, body, down).await
+                }
+                Ok(GateOutcome::Pending {
+                    approval,
+                    created,
+                    previous,
+                }) => {
+                    count_pending_approval(shared, action, created);
+                    pending(shared, note, policy, &approval, previous)
+                }
+            }
+        }
+        Waited::Settled(status) => not_approved(shared, note, action, approval.id, status),
+    }
+}
+
+/// The approval a request waited on was denied (403), withdrawn or expired (409): nothing is
+/// forwarded; a later retry without an approval asks again (SPEC §6.3).
+fn not_approved(
+    shared: &Shared,
+    note: &mut Note,
+    action: &str,
+    id: ApprovalId,
+    status: Status,
+) -> Response<ProxyBody> {
+    count(shared, note, action, Outcome::not_approved);
+    note.approval = Some(id);
+    super::pending::not_approved(id, status)
+}
+
+async fn consume_or_create(
+    shared: &Shared,
+    policy: &Policy,
+    new: &NewApproval,
+) -> Result<GateOutcome, StoreError> {
+    shared
+        .store
+        .backend()
+        .consume_or_create(new, policy.gate.ttls, Utc::now())
+        .await
+}
+
+fn count_pending_approval(shared: &Shared, action: &str, created: bool) {
+    let event = if created {
+        ApprovalEvent::requested
+    } else {
+        ApprovalEvent::deduplicated
+    };
+    shared.metrics.approval(action, event);
+}
+
+fn pending(
+    shared: &Shared,
+    note: &mut Note,
+    policy: &Policy,
+    approval: &Approval,
+    previous: Option<ApprovalId>,
+) -> Response<ProxyBody> {
+    count(shared, note, &approval.action, Outcome::pending);
+    note.approval = Some(approval.id);
+    super::pending::response(policy, approval, previous)
+}
+
+/// Forward a request that consumed approval `id`: `Approval-Id` upstream and downstream, the
+/// upstream's answer recorded on the approval.
+async fn forward_consumed(
+    shared: &Shared,
+    note: &mut Note,
+    action: &str,
+    id: ApprovalId,
+    mut parts: request::Parts,
+    body: ProxyBody,
+    down: &Downstream,
+) -> Response<ProxyBody> {
+    shared.metrics.approval(action, ApprovalEvent::consumed);
+    count(shared, note, action, Outcome::forwarded);
+    note.approval = Some(id);
+    tracing::info!(event = "consumed", approval_id = %id, action, "approval consumed; forwarding");
+    let value = id_header(id);
+    parts.headers.insert(APPROVAL_ID.clone(), value.clone());
+    let resp = note.timed(shared.forward_raw(parts, body, down)).await;
+    let result = match &resp {
+        Ok(r) => UpstreamResult::Status(r.status().as_u16()),
+        Err(e) => UpstreamResult::Error(e.to_string()),
+    };
+    record_upstream(shared, id, result);
+    let mut resp = resp.unwrap_or_else(ProxyError::into_response);
+    resp.headers_mut().insert(APPROVAL_ID.clone(), value);
+    resp
 }
 
 fn new_approval(g: Gated, caller: &Caller, parts: &request::Parts) -> NewApproval {
@@ -214,61 +357,27 @@ fn record_upstream(shared: &Shared, id: ApprovalId, result: UpstreamResult) {
     });
 }
 
-/// The SPEC §6 202 body and headers.
-pub(super) fn pending_response(
-    policy: &Policy,
-    approval: &Approval,
-    previous: Option<ApprovalId>,
+fn reject_credential(
+    shared: &Shared,
+    note: &mut Note,
+    action: &str,
+    e: CallerError,
 ) -> Response<ProxyBody> {
-    let received = approval
-        .decisions
-        .iter()
-        .filter(|d| matches!(d.decision, VoteKind::Approve | VoteKind::Bypass))
-        .count();
-    let mut body = json!({
-        "status": "pending_approval",
-        "approval_id": approval.id,
-        "action": approval.action,
-        "reason": approval.reason,
-        "scope": approval.scope,
-        "expires_at": approval.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "approvals_required": approval.approvals_required,
-        "approvals_received": received,
-    });
-    if let Some(prev) = previous {
-        body["previous"] = json!({ "approval_id": prev, "status": "denied" });
-    }
-    let mut headers = HeaderMap::with_capacity(3);
-    let location = format!(
-        "{}/v1/approvals/{}",
-        policy.gate.public_admin_url, approval.id
-    );
-    if let Ok(v) = HeaderValue::try_from(location) {
-        headers.insert(LOCATION, v);
-    }
-    headers.insert(
-        RETRY_AFTER,
-        HeaderValue::from(policy.gate.retry_after.as_secs().max(1)),
-    );
-    super::json(StatusCode::ACCEPTED, headers, Bytes::from(body.to_string()))
-}
-
-fn reject_credential(shared: &Shared, action: &str, e: CallerError) -> Response<ProxyBody> {
     tracing::info!(action, error = %e, "credential rejected on a gated route");
     match e {
         CallerError::DuplicateAuthorization => {
-            shared.metrics.request(action, Outcome::bad_request);
+            count(shared, note, action, Outcome::bad_request);
             ProxyError::BadRequest(Cow::Borrowed("more than one Authorization header"))
                 .into_response()
         }
         CallerError::Rejected(_) => {
-            shared.metrics.request(action, Outcome::unauthorized);
+            count(shared, note, action, Outcome::unauthorized);
             ProxyError::Unauthorized(Cow::Borrowed("the bearer credential could not be verified"))
                 .into_response()
         }
         CallerError::SourceUnavailable(_) => {
             shared.metrics.store_errors.inc();
-            shared.metrics.request(action, Outcome::store_unavailable);
+            count(shared, note, action, Outcome::store_unavailable);
             ProxyError::StoreUnavailable(None).into_response()
         }
     }
@@ -276,11 +385,12 @@ fn reject_credential(shared: &Shared, action: &str, e: CallerError) -> Response<
 
 fn store_unavailable(
     shared: &Shared,
+    note: &mut Note,
     action: &str,
-    e: Option<crate::store::StoreError>,
+    e: Option<StoreError>,
 ) -> Response<ProxyBody> {
     shared.metrics.store_errors.inc();
-    shared.metrics.request(action, Outcome::store_unavailable);
+    count(shared, note, action, Outcome::store_unavailable);
     if let Some(e) = &e {
         tracing::error!(action, error = %e, "approval store failed; answering 503");
     } else {

@@ -9,11 +9,14 @@
 //! are mapped by `respond`, the one place that does so). Invariant: the pass-through path does
 //! no buffering, no boxing and no store access.
 
+mod access;
 pub mod body;
 pub mod forward;
 mod gated;
 pub mod listener;
+mod pending;
 pub mod respond;
+mod wait;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -32,7 +35,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::Policy;
 use crate::gate::Mode;
-use crate::metrics::{Metrics, Outcome};
+use crate::metrics::Metrics;
 use crate::route;
 use crate::store::Store;
 
@@ -96,14 +99,14 @@ impl Proxy {
         let policy = shared.policy.load();
         if policy.gate.mode == Mode::Off {
             drop(policy);
-            return Ok(shared.pass_through(req, &down).await);
+            return Ok(shared.pass_through_logged(req, &down).await);
         }
         let path = route::normalise(req.uri().path());
         let guard = policy.guards.find_normalized(req.method(), &path).is_some();
         let hit = guard || policy.routes.find_normalized(req.method(), &path).is_some();
         if !hit {
             drop(policy);
-            return Ok(shared.pass_through(req, &down).await);
+            return Ok(shared.pass_through_logged(req, &down).await);
         }
         // A hit: keep this policy for the whole request, even if a reload swaps it meanwhile.
         let policy = arc_swap::Guard::into_inner(policy);
@@ -113,12 +116,37 @@ impl Proxy {
             guard,
             route,
         };
+        let action = matched.route.as_ref().map_or("none", |r| &*r.value.action);
+        // Captured only when the access log is on (the owned path is the one allocation).
+        let line = access::enabled().then(|| (req.method().clone(), req.uri().path().to_owned()));
         let (parts, body) = req.into_parts();
-        Ok(gated::handle(shared, matched, parts, body, &down).await)
+        let mut note = access::Note::default();
+        let resp = gated::handle(shared, matched, parts, body, &down, &mut note).await;
+        if let Some((method, path)) = line {
+            access::log(&method, &path, action, resp.status(), &note);
+        }
+        Ok(resp)
     }
 }
 
 impl Shared {
+    /// The hot path plus its access line when the `access` target is on; when it is off this
+    /// costs one cached callsite-interest check.
+    async fn pass_through_logged(
+        &self,
+        req: Request<Incoming>,
+        down: &Downstream,
+    ) -> Response<ProxyBody> {
+        if !access::enabled() {
+            return self.pass_through(req, down).await;
+        }
+        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+        let mut note = access::Note::default();
+        let resp = note.timed(self.pass_through(req, down)).await;
+        access::log(&method, &path, "none", resp.status(), &note);
+        resp
+    }
+
     /// The hot path: count, forward, map errors.
     async fn pass_through(&self, req: Request<Incoming>, down: &Downstream) -> Response<ProxyBody> {
         self.metrics.passthrough.inc();
@@ -127,18 +155,6 @@ impl Shared {
             Ok(resp) => resp,
             Err(e) => e.into_response(),
         }
-    }
-
-    /// A request that matched a route or guard but is not gated (e.g. an ungated caller).
-    async fn pass(
-        &self,
-        action: &str,
-        parts: http::request::Parts,
-        body: ProxyBody,
-        down: &Downstream,
-    ) -> Response<ProxyBody> {
-        self.metrics.request(action, Outcome::passthrough);
-        self.forward(parts, body, down).await
     }
 
     async fn forward(

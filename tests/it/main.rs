@@ -11,4 +11,6 @@ mod cli;
 mod gate;
 mod proxy;
 mod reload;
+mod replicas;
 mod store;
+mod wait;

@@ -61,6 +61,7 @@ pub fn policy(approvals_required: u32) -> Policy {
             retry_after: Duration::from_secs(5),
             public_admin_url: "http://127.0.0.1:9090".into(),
             approvals_required,
+            max_wait: Duration::from_secs(60),
         },
         routes: RouteTable::new(),
         guards: RouteTable::new(),

@@ -1,9 +1,11 @@
 //! A whole gateway (`App`) on port 0 in front of a recording fake upstream, with tokens.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use approval_gateway::app::App;
 use approval_gateway::config;
+use approval_gateway::metrics::Metrics;
 use approval_gateway::store::Store;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -54,6 +56,7 @@ pub struct Gateway {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
     pub store: Store,
+    pub metrics: Arc<Metrics>,
     pub upstream: FakeUpstream,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
@@ -106,6 +109,7 @@ pub async fn start(mode: &str, backend: Backend, extra: &str) -> Gateway {
     let config = config::parse(&text, &env).unwrap_or_else(|e| panic!("test config: {e}"));
     let app = App::build(config).await.expect("gateway builds");
     let (proxy, admin, store) = (app.proxy_addr(), app.admin_addr(), app.store().clone());
+    let metrics = Arc::clone(app.metrics());
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run(async move {
         let _ = stopped.await;
@@ -114,6 +118,7 @@ pub async fn start(mode: &str, backend: Backend, extra: &str) -> Gateway {
         proxy,
         admin,
         store,
+        metrics,
         upstream,
         client: reqwest::Client::new(),
         stop: Some(stop),
@@ -139,6 +144,20 @@ impl Gateway {
         let mut waited = 0;
         while !self.store.is_ready() {
             assert!(waited < 2000, "store never became ready");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            waited += 1;
+        }
+    }
+
+    /// Wait (bounded) until exactly `n` requests are held open by `Prefer: wait`.
+    pub async fn wait_waiting(&self, n: i64) {
+        let mut waited = 0;
+        while self.metrics.requests_waiting.get() != n {
+            assert!(
+                waited < 2000,
+                "requests waiting stayed at {}, not {n}",
+                self.metrics.requests_waiting.get()
+            );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             waited += 1;
         }

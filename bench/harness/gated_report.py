@@ -42,7 +42,7 @@ def section(gated):
     lines += ["| store | path | conns | gateway ops/s | p50 ms | p99 ms | database alone ops/s "
               "| db p99 ms | gateway/db rate | gateway/db p99 |",
               "|---|---|---|---|---|---|---|---|---|---|"]
-    for (store, path, conns), v in sorted(summ.items()):
+    for (store, path, conns), v in sorted(summ.items(), key=_order):
         g, d = v["gateway"], v.get("db", {})
         lines.append(
             f"| {store} | {PATHS.get(path, path)} | {conns} | {_f(g['rps'])} "
@@ -52,6 +52,11 @@ def section(gated):
             f"| {_r(ratio(med(g['p99_ms']), med(d.get('p99_ms'))))} |")
     lines.append("")
     return lines, summ
+
+
+def _order(item):
+    (store, path, conns), _ = item
+    return (store, list(PATHS).index(path) if path in PATHS else 9, conns)
 
 
 def _r(x):

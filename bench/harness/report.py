@@ -3,6 +3,7 @@
 import os
 
 from .stats import med, ratio, summarize_runs
+from .targets import LABELS
 
 ORDER = ["direct", "nginx", "gw_off", "gw_on"]
 
@@ -128,7 +129,7 @@ def gated_panel(ax, gs):
 
 def write(result, docs_dir, png_name="benchmarks.png"):
     from . import gated_report
-    labels = {k: v["label"] for k, v in result["passthrough"]["targets"].items()}
+    labels = dict(LABELS)
     pt_lines, pt_summ = passthrough_section(result["passthrough"], labels)
     cg_lines, cg_per = callgrind_section(result.get("callgrind"), labels)
     g_lines, g_summ = gated_report.section(result.get("gated"))

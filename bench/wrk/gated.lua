@@ -64,8 +64,8 @@ end
 function response(status, hdrs, body)
   statuses[status] = (statuses[status] or 0) + 1
   if mode == "first" and status == 202 then
-    local id = string.match(body, '"approval_id":"([^"]+)"')
-    local scope = string.match(body, '"scope":"([^"]+)"')
+    local id = string.match(body, '"approval_id"%s*:%s*"([^"]+)"')
+    local scope = string.match(body, '"scope"%s*:%s*"([^"]+)"')
     if id and scope then
       table.insert(pairs_out, scope .. " " .. id)
     end

@@ -108,7 +108,7 @@ class Baselines:
         d = self.ctx.gated_duration
         cmd = ["pgbench", "-n", "-M", "prepared", "-c", str(conns), "-j", str(min(conns, 2)),
                "-T", str(d), "-l", "--log-prefix", os.path.join(logdir, "tx"),
-               "-D", f"run={vals['RUN']}", "-f", _script("postgres", path), self.pg_url]
+               "-D", f"run={vals['RUN']}", "-D", "i=0", "-f", _script("postgres", path), self.pg_url]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=d + 120, check=False)
         if res.returncode != 0:
             raise RuntimeError(f"pgbench {path} failed: {res.stderr[-400:]}")

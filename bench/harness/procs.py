@@ -157,12 +157,18 @@ class Server:
         except OSError:
             return ""
 
-    def stop(self, timeout=30):
-        """SIGTERM our process (it stops its own children), then SIGKILL its tree if needed."""
+    def stop(self, timeout=30, traced=False):
+        """SIGTERM our process (it stops its own children), then SIGKILL its tree if needed.
+        traced: our process is a tracer (strace); signal the traced child instead, so the
+        tracer writes its summary when the child exits."""
         if self.proc is None or self.proc.poll() is not None:
             return
         pids = self.pids()
-        self.proc.send_signal(signal.SIGTERM)
+        kids = _children(self.proc.pid)
+        if traced and kids:
+            os.kill(kids[0], signal.SIGTERM)
+        else:
+            self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:

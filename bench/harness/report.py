@@ -64,7 +64,8 @@ def callgrind_section(cg, labels):
         return ["Not measured in this run.", ""], {}
     per = {(r["target"], r["conns"]): r.get("ir_per_req") for r in cg["results"]}
     lines = [f"valgrind callgrind, {cg['requests']} requests after {cg['warmup']} warm-up, "
-             "minus an idle run (same start, warm-up and connections, 0 requests).", "",
+             "minus an idle run (same start, warm-up and connections, 0 requests). nginx runs as "
+             "one process here (`master_process off`); the others as in the table above.", "",
              "| target | connections | instructions/request | vs nginx |", "|---|---|---|---|"]
     for r in cg["results"]:
         if "error" in r:
@@ -76,6 +77,28 @@ def callgrind_section(cg, labels):
                      f"| {r['ir_per_req']:,.0f} | {_r(ratio(r['ir_per_req'], ng))} |")
     lines.append("")
     return lines, per
+
+
+def syscalls_section(sc, labels):
+    if not sc or not sc.get("results"):
+        return ["Not measured in this run.", ""]
+    lines = [f"strace -f -c, {sc['requests']} requests minus an idle run: the kernel-side work "
+             "that callgrind (user space only) cannot see. futex/epoll_wait counts depend on how "
+             "requests batch, and strace slows everything, so read them as indications.", "",
+             "| target | connections | syscalls/request | vs nginx | breakdown |",
+             "|---|---|---|---|---|"]
+    tot = {(r["target"], r["conns"]): r.get("total_per_req") for r in sc["results"]}
+    for r in sc["results"]:
+        name = labels.get(r["target"], r["target"])
+        if "error" in r:
+            lines.append(f"| {name} | {r['conns']} | failed: {r['error'][:80]} | — | — |")
+            continue
+        top = sorted(r["per_req"].items(), key=lambda kv: -kv[1])[:6]
+        lines.append(f"| {name} | {r['conns']} | {r['total_per_req']:.2f} "
+                     f"| {_r(ratio(r['total_per_req'], tot.get(('nginx', r['conns']))))} "
+                     f"| {', '.join(f'{k} {v:.2f}' for k, v in top)} |")
+    lines.append("")
+    return lines
 
 
 def chart(pt_summ, gated_summ, path, labels):
@@ -150,7 +173,10 @@ def write(result, docs_dir, png_name="benchmarks.png"):
              "## Pass-through GET of a 100-byte JSON body", "", *pt_lines,
              "## Instructions per request", "",
              f"`perf stat -e instructions`: {'used' if result['passthrough']['perf_supported'] else 'not supported on this machine (<not supported>), so instructions come from callgrind'}.",
+             "Callgrind counts user-space instructions only (it cannot see the kernel); "
+             "kernel work shows in the CPU µs/request above and the system calls below.",
              "", *cg_lines,
+             "## System calls per request", "", *syscalls_section(result.get("syscalls"), labels),
              "## Gated path", "", *g_lines,
              "## Not reached / not measured", ""]
     notes = result.get("notes", [])

@@ -13,13 +13,13 @@
 //! one shared state; `api` is the admin listener (approvals API, inbox, metrics, health).
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod app;
+pub mod caller;
+pub mod cli;
 pub mod config;
+pub mod gate;
+pub mod metrics;
 pub mod proxy;
 pub mod route;
-pub mod caller;
-pub mod gate;
 pub mod store;
-pub mod api;
-pub mod metrics;
-pub mod app;
-pub mod cli;

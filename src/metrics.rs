@@ -110,7 +110,7 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(REQUESTS, "Requests seen by the proxy, by route action and outcome", requests.clone());
         let upstream_duration = Histogram::new(
-            [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0].into_iter(),
+            [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
         );
         registry.register(UPSTREAM_DURATION, "Time to the upstream's response head", upstream_duration.clone());
         let upstream_errors = Family::<KindLabels, Counter>::default();

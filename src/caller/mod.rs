@@ -59,7 +59,9 @@ impl Caller {
     }
 
     pub fn is_approver(&self) -> bool {
-        self.class.as_deref().is_some_and(|c| !c.gated && (c.approver || c.admin))
+        self.class
+            .as_deref()
+            .is_some_and(|c| !c.gated && (c.approver || c.admin))
     }
 
     pub fn is_admin(&self) -> bool {
@@ -91,6 +93,7 @@ pub enum CallerError {
 
 pub mod jwt;
 pub mod opaque;
+mod when;
 
 pub use jwt::{JwtSettings, JwtVerifier};
 pub use opaque::{TokenSource, TokenSourceKind};
@@ -106,9 +109,86 @@ pub struct Callers {
 
 impl Callers {
     /// Classify the request's credential. `now_unix` is seconds since the epoch (for exp/nbf).
-    pub async fn classify(&self, headers: &http::HeaderMap, now_unix: u64) -> Result<Caller, CallerError> {
-        // SKELETON: replaced by the real implementation.
-        let _ = (headers, now_unix);
-        Ok(Caller::anonymous())
+    ///
+    /// Order: the `Authorization` header (none, non-Bearer or empty -> anonymous; two -> error),
+    /// then the opaque sources in configured order, then the JWT rules for JWT-shaped bearers.
+    /// A bearer nobody recognises yields a caller with no class (the upstream authenticates it).
+    pub async fn classify(
+        &self,
+        headers: &http::HeaderMap,
+        now_unix: u64,
+    ) -> Result<Caller, CallerError> {
+        let Some(bearer) = bearer(headers)? else {
+            return Ok(Caller::anonymous());
+        };
+        for source in &self.sources {
+            if let Some(claims) = source.lookup(bearer).await? {
+                return Ok(self.caller_from_claims(claims));
+            }
+        }
+        match &self.jwt {
+            Some(verifier) if jwt::is_jwt_shaped(bearer) => {
+                let claims = verifier.verify(bearer, now_unix)?;
+                Ok(self.caller_from_claims(claims))
+            }
+            _ => Ok(Caller::anonymous()),
+        }
+    }
+
+    /// The first class whose `when` holds, the subject and the `act` chain.
+    pub fn caller_from_claims(&self, claims: Map<String, Value>) -> Caller {
+        let class = self.classes.iter().find(|c| c.when.holds(&claims)).cloned();
+        let subject = claims.get(&self.subject_claim).and_then(subject_string);
+        let actors = act_chain(&claims);
+        Caller {
+            class,
+            subject,
+            claims,
+            actors,
+        }
     }
 }
+
+/// The bearer token, if the request carries exactly one `Authorization: Bearer <token>`.
+fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, CallerError> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(CallerError::DuplicateAuthorization);
+    }
+    // Non-ASCII or another scheme: not our kind of credential; the upstream judges it.
+    let Ok(value) = value.to_str() else {
+        return Ok(None);
+    };
+    let Some((scheme, token)) = value.trim_start().split_once(' ') else {
+        return Ok(None);
+    };
+    let token = token.trim();
+    Ok((scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token))
+}
+
+/// A subject is a string claim; a number is accepted and stringified.
+fn subject_string(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// RFC 8693 `act` chain, outermost (current) actor first.
+fn act_chain(claims: &Map<String, Value>) -> Vec<String> {
+    let mut actors = Vec::new();
+    let mut act = claims.get("act");
+    while let Some(Value::Object(a)) = act {
+        actors.extend(a.get("sub").and_then(subject_string));
+        act = a.get("act");
+    }
+    actors
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

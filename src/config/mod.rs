@@ -4,12 +4,31 @@
 //! Env overrides beat the file: `GATEWAY_LISTEN`, `GATEWAY_ADMIN_LISTEN`, `GATEWAY_UPSTREAM`,
 //! `DATABASE_URL`; the gate's mode comes from `MOLECULE_PLATFORM_APPROVAL_GATE` only.
 //!
+//! Absent tables and keys take the SPEC §3 example values (`[jwt]`, `[[callers]]`, `[[routes]]`,
+//! `[[guards]]` and `[[token_sources]]` default to none). See `auth.rs` for how missing secrets
+//! are treated (an unset HS secret is only an error when the gate's mode is not off).
+//!
+//! Extension beyond SPEC §3: `[[token_sources]]` (SPEC §5's opaque-token sources), tried in order:
+//! `kind = "sql"` with `url_env` (or `url`) and a `query` binding `sha256(bearer)` as `$1`, whose
+//! row's columns become claims; `kind = "env"` with `env` (the var holding the token, compared in
+//! constant time) and `claims`. An `env` source whose var is unset is skipped with a warning.
+//!
 //! The hot-reloadable part (routes, guards, callers, TTLs, mode ceilings) is [`Policy`], built
 //! whole and swapped whole; listeners and the store URL need a restart.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+mod auth;
+mod callers;
+mod file;
+mod routes;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+pub use validate::{load, parse};
 
 use crate::caller::Callers;
 use crate::gate::{GateRule, Mode};
@@ -100,5 +119,27 @@ impl std::fmt::Display for ConfigErrors {
             writeln!(f, "  - {e}")?;
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// A few lines for `check-config` and the start log: what was loaded, never a secret (the
+    /// store URL is shown by scheme only, since it may carry a password).
+    pub fn summary(&self) -> String {
+        let p = &self.policy;
+        let scheme = self.store.url.split(':').next().unwrap_or("?");
+        format!(
+            "gate mode {}; proxy {} admin {}; upstream {}; store {scheme}; {} route(s), {} guard(s), \
+             {} caller class(es), jwt {}, {} token source(s)",
+            p.gate.mode.as_str(),
+            self.listen.proxy,
+            self.listen.admin,
+            self.upstream.url,
+            p.routes.len(),
+            p.guards.len(),
+            p.callers.classes.len(),
+            if p.callers.jwt.is_some() { "on" } else { "off" },
+            p.callers.sources.len(),
+        )
     }
 }

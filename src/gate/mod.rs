@@ -6,13 +6,21 @@
 //! `(scope, action, request_hash)` that the store consumes or creates.
 //!
 //! Invariant: `request_hash` is byte-for-byte the hash the workspace-server's own Go gate computes
-//! (see `canonical.rs` and the vectors in `shared/reference/request-hash-vectors.json`).
+//! (see `canonical.rs` and the vectors in `tests/fixtures/request-hash-vectors.json`).
+//!
+//! Files: `template.rs` (parse at load, render per request), `body.rs` (Go-binding body fields,
+//! parsed once per request), `canonical.rs` + `hash.rs` (the identity digest), `decide.rs`.
 
 pub mod body;
 pub mod canonical;
+mod decide;
+pub mod hash;
 pub mod mode;
 pub mod template;
 
+pub use canonical::canonical_json;
+pub use decide::decide;
+pub use hash::request_hash;
 pub use mode::{Mode, ModeError};
 pub use template::{Template, TemplateError};
 
@@ -81,6 +89,10 @@ pub enum GateError {
     FieldAmbiguous { field: String },
     #[error("request body field `{field}` is not a string, number or boolean")]
     FieldNotScalar { field: String },
+    /// A `{header.NAME}` reference whose value is not valid UTF-8: rendering it lossily or as
+    /// empty would let different requests share one approval.
+    #[error("request header `{header}` is not valid UTF-8 but the route reads it")]
+    HeaderNotUtf8 { header: String },
 }
 
 impl GateRule {

@@ -20,12 +20,16 @@ impl Mode {
 
     /// Parse the env flag (case-insensitive); `None` (unset) is off.
     pub fn from_flag(value: Option<&str>) -> Result<Mode, ModeError> {
-        let Some(raw) = value else { return Ok(Mode::Off) };
+        let Some(raw) = value else {
+            return Ok(Mode::Off);
+        };
         match raw.trim().to_ascii_lowercase().as_str() {
             "" | "0" | "false" | "off" | "no" => Ok(Mode::Off),
             "1" | "true" | "on" | "yes" | "enforce" => Ok(Mode::Enforce),
             "shadow" => Ok(Mode::Shadow),
-            _ => Err(ModeError { value: raw.to_owned() }),
+            _ => Err(ModeError {
+                value: raw.to_owned(),
+            }),
         }
     }
 
@@ -44,6 +48,7 @@ impl Mode {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1,10 +1,47 @@
 //! Templates for `scope`, `reason` and context values: literal text with `{path.NAME}`,
 //! `{query.NAME}`, `{header.NAME}`, `{claim.NAME}`, `{body.POINTER}` and `{caller}` references.
+//!
+//! Parsed once at config load into [`Part`]s, so rendering a request does no parsing and allocates
+//! only its output (and a decoded query value). A literal brace is written doubled: `{{` renders
+//! `{` and `}}` renders `}`; a lone `}` or an unclosed `{` is a parse error.
+//!
+//! What each reference renders to:
+//! - `{path.NAME}`: the route parameter as captured (decoded) by the matcher; empty if absent.
+//! - `{query.NAME}`: the first value of NAME in the query string, form-decoded (`+` is a space,
+//!   `%XX` a byte; invalid UTF-8 replaced) like Go's `url.ParseQuery`, which also drops pairs with
+//!   a malformed escape or a `;`; empty if absent.
+//! - `{header.NAME}`: the first value (name case-insensitive); empty if absent. A value that is
+//!   not valid UTF-8 is [`GateError::HeaderNotUtf8`] (400): rendering it lossily or as empty would
+//!   let different requests share one approval.
+//! - `{claim.NAME}`: a string claim as is; numbers, bools, objects, arrays as canonical JSON;
+//!   absent or null is empty.
+//! - `{caller}`: the caller class name, or empty.
+//! - `{body.POINTER}`: see [`super::body`].
+
+use http::HeaderName;
+
+use super::body::{Body, BodyPointer};
+use super::canonical::canonical_json;
+use super::{GateError, RequestView};
+use serde_json::Value;
 
 /// A parsed template.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
     source: String,
+    parts: Vec<Part>,
+}
+
+/// One piece of a template, resolved at load.
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Literal(String),
+    Path(String),
+    Query(String),
+    Header(HeaderName),
+    Claim(String),
+    Body(BodyPointer),
+    Caller,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -13,15 +50,193 @@ pub struct TemplateError(pub String);
 
 impl Template {
     pub fn parse(source: &str) -> Result<Self, TemplateError> {
-        // SKELETON
-        Ok(Self { source: source.to_owned() })
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut rest = source;
+        while let Some(i) = rest.find(['{', '}']) {
+            literal.push_str(&rest[..i]);
+            let tail = &rest[i..];
+            if tail.starts_with("{{") || tail.starts_with("}}") {
+                literal.push_str(&tail[..1]);
+                rest = &tail[2..];
+                continue;
+            }
+            if tail.starts_with('}') {
+                return Err(err(
+                    source,
+                    "has a lone `}` (write `}}` for a literal brace)",
+                ));
+            }
+            let end = tail.find('}').ok_or_else(|| {
+                err(
+                    source,
+                    "has an unclosed `{` (write `{{` for a literal brace)",
+                )
+            })?;
+            let reference = &tail[1..end];
+            if reference.contains('{') {
+                return Err(err(source, "has a `{` inside a reference"));
+            }
+            if !literal.is_empty() {
+                parts.push(Part::Literal(std::mem::take(&mut literal)));
+            }
+            parts.push(parse_reference(reference).map_err(|why| err(source, &why))?);
+            rest = &tail[end + 1..];
+        }
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            parts.push(Part::Literal(literal));
+        }
+        Ok(Self {
+            source: source.to_owned(),
+            parts,
+        })
     }
 
     pub fn needs_body(&self) -> bool {
-        self.source.contains("{body.")
+        self.parts.iter().any(|p| matches!(p, Part::Body(_)))
     }
 
     pub fn source(&self) -> &str {
         &self.source
     }
+
+    /// Names of the `{path.NAME}` references, for checking them against the route pattern.
+    pub fn path_params(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Path(name) => Some(name.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Render against one request. `body` is shared by all templates of the request.
+    pub fn render(&self, req: &RequestView<'_>, body: &Body<'_>) -> Result<String, GateError> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(text) => out.push_str(text),
+                Part::Path(name) => out.push_str(req.params.get(name).unwrap_or("")),
+                Part::Query(name) => render_query(req.uri.query().unwrap_or(""), name, &mut out),
+                Part::Header(name) => render_header(req, name, &mut out)?,
+                Part::Claim(name) => render_claim(req.caller.claims.get(name), &mut out),
+                Part::Body(ptr) => body.render(ptr, &mut out)?,
+                Part::Caller => out.push_str(req.caller.class_name().unwrap_or("")),
+            }
+        }
+        Ok(out)
+    }
 }
+
+fn err(source: &str, why: &str) -> TemplateError {
+    TemplateError(format!("template {source:?} {why}"))
+}
+
+const SOURCES: &str = "path, query, header, claim, body (e.g. `{path.id}`), or `{caller}`";
+
+fn parse_reference(reference: &str) -> Result<Part, String> {
+    if reference == "caller" {
+        return Ok(Part::Caller);
+    }
+    let Some((source, name)) = reference.split_once('.') else {
+        return Err(format!(
+            "has an unknown reference `{{{reference}}}`; use {SOURCES}"
+        ));
+    };
+    if name.is_empty() {
+        return Err(format!("has a reference `{{{reference}}}` without a name"));
+    }
+    match source {
+        "path" => Ok(Part::Path(name.to_owned())),
+        "query" => Ok(Part::Query(name.to_owned())),
+        "claim" => Ok(Part::Claim(name.to_owned())),
+        "header" => HeaderName::from_bytes(name.as_bytes())
+            .map(Part::Header)
+            .map_err(|_| format!("has an invalid header name in `{{{reference}}}`")),
+        "body" => BodyPointer::parse(name).map(Part::Body),
+        _ => Err(format!(
+            "has an unknown reference source `{source}` in `{{{reference}}}`; use {SOURCES}"
+        )),
+    }
+}
+
+fn render_header(
+    req: &RequestView<'_>,
+    name: &HeaderName,
+    out: &mut String,
+) -> Result<(), GateError> {
+    let Some(value) = req.headers.get(name) else {
+        return Ok(());
+    };
+    let text = std::str::from_utf8(value.as_bytes()).map_err(|_| GateError::HeaderNotUtf8 {
+        header: name.as_str().to_owned(),
+    })?;
+    out.push_str(text);
+    Ok(())
+}
+
+fn render_claim(claim: Option<&Value>, out: &mut String) {
+    match claim {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => out.push_str(s),
+        Some(other) => out.push_str(&canonical_json(other)),
+    }
+}
+
+/// Append the first form-decoded value of `name` in `query` (Go `url.ParseQuery` semantics).
+fn render_query(query: &str, name: &str, out: &mut String) {
+    for pair in query.split('&') {
+        // Go rejects (drops) pairs holding a `;` or a malformed escape.
+        if pair.is_empty() || pair.contains(';') || !escapes_valid(pair.as_bytes()) {
+            continue;
+        }
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if FormDecode(key.as_bytes()).eq(name.bytes()) {
+            let bytes: Vec<u8> = FormDecode(value.as_bytes()).collect();
+            out.push_str(&String::from_utf8_lossy(&bytes));
+            return;
+        }
+    }
+}
+
+fn escapes_valid(raw: &[u8]) -> bool {
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%' {
+            let hex = raw.get(i + 1..i + 3);
+            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                return false;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    true
+}
+
+/// Bytes of an `application/x-www-form-urlencoded` component, decoded; escapes checked beforehand.
+struct FormDecode<'a>(&'a [u8]);
+
+impl Iterator for FormDecode<'_> {
+    type Item = u8;
+
+    fn next(&mut self) -> Option<u8> {
+        let (&first, rest) = self.0.split_first()?;
+        self.0 = rest;
+        match first {
+            b'+' => Some(b' '),
+            b'%' if rest.len() >= 2 => {
+                let hex = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
+                let byte = hex(rest[0]) << 4 | hex(rest[1]);
+                self.0 = &rest[2..];
+                Some(byte)
+            }
+            other => Some(other),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[path = "template_tests.rs"]
+mod tests;

@@ -161,15 +161,21 @@ pub struct Ttls {
     pub approved: Duration,
 }
 
-/// Result of the gate's one atomic step.
+/// Result of the gate's one atomic step. (Returned once per gated request; boxing the
+/// `Approval` would buy nothing.)
 #[must_use]
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum GateOutcome {
     /// An approved, unconsumed, unexpired approval was consumed: forward the request.
     Consumed(ApprovalId),
     /// No approval to consume: the pending one (new when `created`). `previous` names the denied
     /// approval this one follows, when the newest with that identity was denied (SPEC §6.3).
-    Pending { approval: Approval, created: bool, previous: Option<ApprovalId> },
+    Pending {
+        approval: Approval,
+        created: bool,
+        previous: Option<ApprovalId>,
+    },
 }
 
 /// What happened to the forwarded request, recorded on the consumed approval.
@@ -309,13 +315,24 @@ pub trait ApprovalStore: Send + Sync + fmt::Debug {
 
     /// Create-or-reuse a pending approval without consuming (`POST /v1/approvals`).
     /// Returns the approval and whether it was created.
-    async fn request(&self, new: &NewApproval, ttl: Ttls, now: DateTime<Utc>) -> Result<(Approval, bool), StoreError>;
+    async fn request(
+        &self,
+        new: &NewApproval,
+        ttl: Ttls,
+        now: DateTime<Utc>,
+    ) -> Result<(Approval, bool), StoreError>;
 
     /// Record what the upstream answered to a request that consumed `id` (audited `upstream`).
-    async fn record_upstream(&self, id: ApprovalId, result: UpstreamResult, now: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn record_upstream(
+        &self,
+        id: ApprovalId,
+        result: UpstreamResult,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
 
     /// One approval, with its decisions. A due pending/approved row reads as `expired`.
-    async fn get(&self, id: ApprovalId, now: DateTime<Utc>) -> Result<Option<Approval>, StoreError>;
+    async fn get(&self, id: ApprovalId, now: DateTime<Utc>)
+        -> Result<Option<Approval>, StoreError>;
 
     /// Newest first, keyset-paginated.
     async fn list(&self, filter: &ListFilter, now: DateTime<Utc>) -> Result<Page, StoreError>;
@@ -323,10 +340,22 @@ pub trait ApprovalStore: Send + Sync + fmt::Debug {
     /// Record a vote. Quorum: approved when `approvals_required` distinct approvers approved; one
     /// deny denies; a bypass approves at once. Policy checks (self-approval, who may bypass) are
     /// the caller's; the store enforces pending-ness, expiry and one vote per approver.
-    async fn decide(&self, id: ApprovalId, vote: &Vote, ttl: Ttls, now: DateTime<Utc>) -> Result<DecideOutcome, StoreError>;
+    async fn decide(
+        &self,
+        id: ApprovalId,
+        vote: &Vote,
+        ttl: Ttls,
+        now: DateTime<Utc>,
+    ) -> Result<DecideOutcome, StoreError>;
 
     /// Withdraw a pending approval (the requester's check is the caller's).
-    async fn withdraw(&self, id: ApprovalId, actor: &str, via: Via, now: DateTime<Utc>) -> Result<WithdrawOutcome, StoreError>;
+    async fn withdraw(
+        &self,
+        id: ApprovalId,
+        actor: &str,
+        via: Via,
+        now: DateTime<Utc>,
+    ) -> Result<WithdrawOutcome, StoreError>;
 
     /// Turn every due pending/approved approval into an `expired` transition; returns them.
     async fn expire_due(&self, now: DateTime<Utc>) -> Result<Vec<Approval>, StoreError>;

@@ -2,6 +2,8 @@
 //! conditions, never on sleeps. Postgres tests use a fresh database per test
 //! (`support::db`); set `AG_REQUIRE_POSTGRES=1` to make an unreachable Postgres a failure.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 mod api;

@@ -1,0 +1,219 @@
+//! `[[callers]]` (caller classes and their `when` rules) → [`Callers`], together with `[jwt]` and
+//! `[[token_sources]]` (compiled in `auth.rs`).
+//!
+//! `when` forms, exactly one per table: `{claim, present = true}`, `{claim, equals = V}`,
+//! `{claim, one_of = [..]}`, `{all = [..]}`, `{any = [..]}`. Class names are unique; `admin`
+//! implies `approver`; a class both `gated` and `approver`/`admin` is an error (a gated caller can
+//! never decide).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::Value as Json;
+use toml::Value;
+
+use super::auth;
+use super::file::{Errors, Section};
+use super::validate::Env;
+use crate::caller::{CallerClass, Callers, When};
+use crate::gate::Mode;
+
+pub(crate) fn compile(root: &Section<'_>, env: Env<'_>, mode: Mode, errs: &mut Errors) -> Callers {
+    let classes = classes(root, errs);
+    let (jwt, subject_claim) = auth::jwt(root, env, mode, errs);
+    let sources = auth::token_sources(root, env, mode, errs);
+    Callers {
+        classes,
+        jwt,
+        sources,
+        subject_claim,
+    }
+}
+
+fn classes(root: &Section<'_>, errs: &mut Errors) -> Vec<Arc<CallerClass>> {
+    let mut out = Vec::new();
+    let mut names = HashSet::new();
+    for s in root.tables("callers", errs) {
+        s.deny_unknown(&["name", "when", "gated", "approver", "admin"], errs);
+        let name = s.string("name", errs).map(|n| n.trim().to_owned());
+        match &name {
+            None if !s.has("name") => errs.push(s.key_at("name"), "is required"),
+            Some(n) if n.is_empty() => errs.push(s.key_at("name"), "must not be empty"),
+            Some(n) if !names.insert(n.clone()) => errs.push(
+                s.key_at("name"),
+                format!("{n:?} is used by another caller class"),
+            ),
+            _ => {}
+        }
+        let when = match s.value("when") {
+            Some(v) => when(v, &s.key_at("when"), errs),
+            None => {
+                errs.push(
+                    s.key_at("when"),
+                    "is required, e.g. { claim = \"org_token_id\", present = true }",
+                );
+                None
+            }
+        };
+        let gated = s.boolean("gated", errs).unwrap_or(false);
+        let admin = s.boolean("admin", errs).unwrap_or(false);
+        let approver = s.boolean("approver", errs).unwrap_or(false) || admin;
+        if gated && approver {
+            let key = if admin { "admin" } else { "approver" };
+            errs.push(
+                s.key_at(key),
+                "a gated caller class can never decide approvals; drop `gated` or this key",
+            );
+        }
+        if let (Some(name), Some(when)) = (name.filter(|n| !n.is_empty()), when) {
+            out.push(Arc::new(CallerClass {
+                name: name.into(),
+                when,
+                gated,
+                approver,
+                admin,
+            }));
+        }
+    }
+    out
+}
+
+const WHEN_FORMS: &[&str] = &["present", "equals", "one_of", "all", "any"];
+
+/// Parse one `when` table; problems are reported at `at` (`callers[0].when.all[1].claim`).
+pub(crate) fn when(v: &Value, at: &str, errs: &mut Errors) -> Option<When> {
+    let Some(t) = v.as_table() else {
+        errs.push(
+            at,
+            "expected a table like { claim = \"C\", present = true }",
+        );
+        return None;
+    };
+    let s = Section::new(at, t);
+    s.deny_unknown(
+        &["claim", "present", "equals", "one_of", "all", "any"],
+        errs,
+    );
+    let forms: Vec<&str> = WHEN_FORMS.iter().copied().filter(|k| s.has(k)).collect();
+    let [form] = forms.as_slice() else {
+        errs.push(
+            at,
+            format!(
+                "needs exactly one of {}, found {}",
+                WHEN_FORMS.join(", "),
+                forms.len()
+            ),
+        );
+        return None;
+    };
+    match *form {
+        "all" | "any" => {
+            if s.has("claim") {
+                errs.push(s.key_at("claim"), format!("not allowed with `{form}`"));
+            }
+            let list = combined(&s, form, errs)?;
+            Some(if *form == "all" {
+                When::All(list)
+            } else {
+                When::Any(list)
+            })
+        }
+        _ => claim_rule(&s, form, errs),
+    }
+}
+
+fn combined(s: &Section<'_>, form: &str, errs: &mut Errors) -> Option<Vec<When>> {
+    let at = s.key_at(form);
+    let Some(items) = s.value(form).and_then(Value::as_array) else {
+        errs.push(&at, "expected an array of `when` tables");
+        return None;
+    };
+    if items.is_empty() {
+        errs.push(&at, "must not be empty");
+        return None;
+    }
+    let n = items.len();
+    let list: Vec<When> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| when(v, &format!("{at}[{i}]"), errs))
+        .collect();
+    (list.len() == n).then_some(list)
+}
+
+fn claim_rule(s: &Section<'_>, form: &str, errs: &mut Errors) -> Option<When> {
+    let claim = s.string("claim", errs).map(|c| c.trim().to_owned());
+    match &claim {
+        None if !s.has("claim") => {
+            errs.push(s.key_at("claim"), format!("is required with `{form}`"))
+        }
+        Some(c) if c.is_empty() => errs.push(s.key_at("claim"), "must not be empty"),
+        _ => {}
+    }
+    let at = s.key_at(form);
+    let value = s.value(form)?;
+    let rule = match form {
+        "present" => match value.as_bool() {
+            Some(true) => Some(When::Present {
+                claim: String::new(),
+            }),
+            _ => {
+                errs.push(at, "only `present = true` is supported");
+                None
+            }
+        },
+        "equals" => scalar(value, &at, errs).map(|value| When::Equals {
+            claim: String::new(),
+            value,
+        }),
+        _ => one_of(value, &at, errs).map(|values| When::OneOf {
+            claim: String::new(),
+            values,
+        }),
+    };
+    let claim = claim.filter(|c| !c.is_empty())?;
+    Some(match rule? {
+        When::Present { .. } => When::Present { claim },
+        When::Equals { value, .. } => When::Equals { claim, value },
+        When::OneOf { values, .. } => When::OneOf { claim, values },
+        other => other,
+    })
+}
+
+fn one_of(value: &Value, at: &str, errs: &mut Errors) -> Option<Vec<Json>> {
+    let Some(items) = value.as_array().filter(|a| !a.is_empty()) else {
+        errs.push(
+            at,
+            "expected a non-empty array of strings, numbers or booleans",
+        );
+        return None;
+    };
+    let n = items.len();
+    let values: Vec<Json> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| scalar(v, &format!("{at}[{i}]"), errs))
+        .collect();
+    (values.len() == n).then_some(values)
+}
+
+/// A string, number or boolean, as the JSON value claims are compared with.
+fn scalar(v: &Value, at: &str, errs: &mut Errors) -> Option<Json> {
+    let json = match v {
+        Value::String(s) => Some(Json::String(s.clone())),
+        Value::Integer(i) => Some(Json::from(*i)),
+        Value::Float(f) => serde_json::Number::from_f64(*f).map(Json::Number),
+        Value::Boolean(b) => Some(Json::Bool(*b)),
+        _ => None,
+    };
+    if json.is_none() {
+        errs.push(
+            at,
+            format!(
+                "expected a string, number or boolean, found {}",
+                v.type_str()
+            ),
+        );
+    }
+    json
+}

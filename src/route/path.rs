@@ -1,0 +1,286 @@
+//! Path normalisation for route matching (SPEC §4). Pure: no IO, no clock.
+//!
+//! Input: the request-target's path exactly as the client sent it (no query). Output: either the
+//! raw path itself, borrowed ([`Normalized::Clean`], the hot path: nothing is allocated), or one or
+//! more *readings* of it as lists of decoded segments ([`Normalized::Readings`]), most plausible
+//! first. The request is always forwarded with its original bytes; this only decides matching.
+//!
+//! Segments are always split on `/`, empty segments are dropped (so `//` collapses and one — or
+//! any — trailing slash is ignored: gin redirects `/x/` to `/x`), and matching is case-sensitive.
+//!
+//! **Clean path.** A path with no `%`, no `\`, no NUL and no `.`/`..` segment needs no decoding:
+//! its segments are borrowed straight from the raw string.
+//!
+//! **Readings (fail closed).** Otherwise the path is decoded under every plausible interpretation,
+//! and the route table tries each reading in order; the first reading that matches any route wins.
+//! The primary reading is what the upstream (Go `net/url` + gin, matching on `URL.Path`) sees:
+//! - every valid `%XX` escape is decoded, including `%2F` (which then separates segments, as in
+//!   gin's default `UseRawPath = false`) and `%2E` (so `%2e%2e` is a dot segment);
+//! - a malformed escape (`%zz`, `%4`) is kept literally (Go would reject the request anyway);
+//! - invalid UTF-8 after decoding is replaced by U+FFFD (it can then only match a `{param}`,
+//!   exactly as the raw bytes would, since pattern literals are valid UTF-8);
+//! - dot segments are removed the way Go's `path.Clean` does (collapse slashes, then `.`/`..`);
+//!   `..` above the root stays at the root.
+//!
+//! Alternative readings are added only when the path contains the ambiguous feature:
+//! - `%2F` present: `%2F` kept as a `/` *inside* its segment (servers using the raw path);
+//! - `\` or `%5C` present: backslash treated as a separator too (Windows-style servers);
+//! - NUL (`%00`) present: the path truncated at the first NUL (C-string consumers);
+//! - a `.` present: dot segments removed per RFC 3986 §5.2.4 *before* collapsing slashes
+//!   (`/a//../b` → `/a/b` rather than `/b`), and dot segments kept as literal segments (gin itself
+//!   does not clean paths, so `/workspaces/..` reaches it with id `..`).
+//!
+//! Every combination of the relevant alternatives is produced (at most 24, deduplicated); double
+//! encoding (`%252e`) is decoded once only, like the upstream.
+
+use std::borrow::Cow;
+
+/// A request path prepared for matching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Normalized<'a> {
+    /// The raw path needed no decoding; segments are borrowed from it (see [`clean_segments`]).
+    Clean(&'a str),
+    /// Decoded segment lists, most plausible reading first (never empty).
+    Readings(Vec<Vec<String>>),
+}
+
+/// Whether `raw` must be decoded before matching (`false` = the allocation-free fast path).
+pub fn needs_normalisation(raw: &str) -> bool {
+    raw.bytes().any(|b| matches!(b, b'%' | b'\\' | 0))
+        || raw.split('/').any(|s| s == "." || s == "..")
+}
+
+/// The segments of a clean path: split on `/`, empty segments (repeated or trailing slashes) dropped.
+pub fn clean_segments(path: &str) -> impl Iterator<Item = &str> + Clone {
+    path.split('/').filter(|s| !s.is_empty())
+}
+
+/// Prepare `raw` for matching; see the module doc for the readings produced.
+pub fn normalise(raw: &str) -> Normalized<'_> {
+    if !needs_normalisation(raw) {
+        return Normalized::Clean(raw);
+    }
+    let mut out: Vec<Vec<String>> = Vec::new();
+    for reading in Reading::all_for(raw) {
+        let segs = reading.apply(raw);
+        if !out.contains(&segs) {
+            out.push(segs);
+        }
+    }
+    Normalized::Readings(out)
+}
+
+/// The canonical form of `raw` under the primary reading, e.g. for logs: `/a/b`, or `/` when empty.
+pub fn canonical(raw: &str) -> Cow<'_, str> {
+    let segs: Vec<Cow<'_, str>> = match normalise(raw) {
+        Normalized::Clean(p)
+            if p.starts_with('/') && !p.contains("//") && (p == "/" || !p.ends_with('/')) =>
+        {
+            return Cow::Borrowed(p)
+        }
+        Normalized::Clean(p) => clean_segments(p).map(Cow::Borrowed).collect(),
+        Normalized::Readings(mut r) => r.swap_remove(0).into_iter().map(Cow::Owned).collect(),
+    };
+    Cow::Owned(format!("/{}", segs.join("/")))
+}
+
+/// How dot segments are treated in one reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dots {
+    /// Go `path.Clean`: drop empty segments, then resolve `.`/`..`.
+    Clean,
+    /// RFC 3986 §5.2.4 on the raw segment list (empty segments count), then drop empties.
+    Rfc,
+    /// No dot removal: `.`/`..` are literal segments.
+    Kept,
+}
+
+/// One interpretation of an ambiguous path.
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    /// `%2F` separates segments (the upstream's view) rather than staying inside one.
+    encoded_slash_splits: bool,
+    /// `\` and `%5C` separate segments.
+    backslash_splits: bool,
+    /// The path ends at the first NUL.
+    nul_ends: bool,
+    dots: Dots,
+}
+
+impl Reading {
+    /// Every combination of the alternatives relevant to `raw`, primary reading first.
+    fn all_for(raw: &str) -> Vec<Reading> {
+        let lower = raw.to_ascii_lowercase();
+        let slash: &[bool] = if lower.contains("%2f") {
+            &[true, false]
+        } else {
+            &[true]
+        };
+        let back: &[bool] = if raw.contains('\\') || lower.contains("%5c") {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        let nul: &[bool] = if raw.contains('\0') || lower.contains("%00") {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        let dots: &[Dots] = if raw.contains('.') || lower.contains("%2e") {
+            &[Dots::Clean, Dots::Rfc, Dots::Kept]
+        } else {
+            &[Dots::Clean]
+        };
+        let mut all = Vec::new();
+        for &dots in dots {
+            for &nul_ends in nul {
+                for &backslash_splits in back {
+                    for &encoded_slash_splits in slash {
+                        all.push(Reading {
+                            encoded_slash_splits,
+                            backslash_splits,
+                            nul_ends,
+                            dots,
+                        });
+                    }
+                }
+            }
+        }
+        all
+    }
+
+    /// Decode `raw` under this reading into its final segment list.
+    fn apply(self, raw: &str) -> Vec<String> {
+        let pieces = self.split_decoded(raw);
+        let mut segs: Vec<String> = Vec::with_capacity(pieces.len());
+        for piece in pieces {
+            let s = String::from_utf8_lossy(&piece).into_owned();
+            match (self.dots, s.as_str()) {
+                (Dots::Clean, "") => {}
+                (Dots::Clean | Dots::Rfc, ".") => {}
+                (Dots::Clean | Dots::Rfc, "..") => {
+                    segs.pop();
+                }
+                _ => segs.push(s),
+            }
+        }
+        segs.retain(|s| !s.is_empty());
+        segs
+    }
+
+    /// Percent-decode and split into raw pieces (empty pieces kept: RFC dot removal counts them).
+    fn split_decoded(self, raw: &str) -> Vec<Vec<u8>> {
+        let bytes = raw.as_bytes();
+        let mut pieces: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut i = 0;
+        while i < bytes.len() {
+            let (byte, escaped) = match decode_escape(bytes, i) {
+                Some(b) => (b, true),
+                None => (bytes[i], false),
+            };
+            i += if escaped { 3 } else { 1 };
+            if byte == 0 && self.nul_ends {
+                break;
+            }
+            let separates = (byte == b'/' && (!escaped || self.encoded_slash_splits))
+                || (byte == b'\\' && self.backslash_splits);
+            if separates {
+                pieces.push(Vec::new());
+            } else if let Some(last) = pieces.last_mut() {
+                last.push(byte);
+            }
+        }
+        pieces
+    }
+}
+
+/// The byte encoded by a valid `%XX` escape at `bytes[i]`, if there is one.
+fn decode_escape(bytes: &[u8], i: usize) -> Option<u8> {
+    if bytes.get(i) != Some(&b'%') {
+        return None;
+    }
+    let hi = (*bytes.get(i + 1)? as char).to_digit(16)?;
+    let lo = (*bytes.get(i + 2)? as char).to_digit(16)?;
+    u8::try_from(hi * 16 + lo).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readings(raw: &str) -> Vec<Vec<String>> {
+        match normalise(raw) {
+            Normalized::Clean(p) => vec![clean_segments(p).map(str::to_owned).collect()],
+            Normalized::Readings(r) => r,
+        }
+    }
+
+    #[test]
+    fn clean_paths_take_the_borrowing_fast_path() {
+        for raw in [
+            "/",
+            "/workspaces/x",
+            "//workspaces/x/",
+            "/a.b/.c/..d",
+            "/workspaces/x?",
+        ] {
+            assert!(!needs_normalisation(raw), "{raw}");
+            assert_eq!(normalise(raw), Normalized::Clean(raw));
+        }
+        assert!(matches!(
+            canonical("/workspaces/x"),
+            Cow::Borrowed("/workspaces/x")
+        ));
+        assert!(matches!(canonical("/"), Cow::Borrowed("/")));
+    }
+
+    #[test]
+    fn dirty_paths_are_decoded() {
+        for raw in ["/%78", "/./x", "/x/..", "/x/.", "/x\\y", "/x\0", "/..", "."] {
+            assert!(needs_normalisation(raw), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn canonical_is_the_primary_reading() {
+        let cases = [
+            ("//workspaces//x/", "/workspaces/x"),
+            ("/workspaces/%78", "/workspaces/x"),
+            ("/a/b/../../c", "/c"),
+            ("/a/%2e%2E/c", "/c"),
+            ("/a%2Fb", "/a/b"),
+            ("/a%20b", "/a b"),
+            ("/..", "/"),
+            ("", "/"),
+            ("/a//../b", "/b"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(canonical(raw), want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn ambiguous_paths_get_every_plausible_reading_primary_first() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let cases: [(&str, Vec<Vec<String>>); 5] = [
+            ("/w/a%2Fb", vec![s(&["w", "a", "b"]), s(&["w", "a/b"])]),
+            ("/w/a\\b", vec![s(&["w", "a\\b"]), s(&["w", "a", "b"])]),
+            ("/w/a%00/b", vec![s(&["w", "a\0", "b"]), s(&["w", "a"])]),
+            ("/w/x/..", vec![s(&["w"]), s(&["w", "x", ".."])]),
+            (
+                "/a//../b",
+                vec![s(&["b"]), s(&["a", "b"]), s(&["a", "..", "b"])],
+            ),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(readings(raw), want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn reading_count_is_bounded() {
+        let worst = "/a%2F%5C%00/./..//b\\c";
+        let n = readings(worst).len();
+        assert!((2..=24).contains(&n), "{n}");
+    }
+}

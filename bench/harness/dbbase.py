@@ -7,9 +7,7 @@ run against exactly the tables and indexes the gateway uses."""
 import glob
 import os
 import sqlite3
-import statistics
 import subprocess
-import threading
 import time
 
 from . import setup
@@ -48,6 +46,22 @@ def _pcts(lat_us):
 def _script(store, path, suffix=".sql"):
     p = os.path.join(SQL_DIR, store, path + suffix)
     return p if os.path.exists(p) else None
+
+
+def _statements(path, values=None):
+    """[(capture name or None, sql)] from a file of statements separated by ';' + newline.
+    A `-- capture: NAME` line binds the first column of the statement's first row to :NAME."""
+    with open(path) as f:
+        text = _subst(f.read(), values or {})
+    out = []
+    for chunk in text.split(";\n"):
+        capture = None
+        for line in chunk.splitlines():
+            if line.strip().startswith("-- capture:"):
+                capture = line.split(":", 1)[1].strip()
+        if any(ln.strip() and not ln.strip().startswith("--") for ln in chunk.splitlines()):
+            out.append((capture, chunk.strip().rstrip(";")))
+    return out
 
 
 def _subst(text, values):
@@ -124,42 +138,40 @@ class Baselines:
         return {"rps": n / d, "p50_ms": p50, "p99_ms": p99, "what": "pgbench -M prepared"}
 
     def _sqlite_loop(self, path, conns, rep):
-        """`conns` threads, each its own connection, running the path's statements in a loop."""
+        """One connection, like the store (its pool has one connection whatever the load), running
+        the path's statements in a loop for the run's duration; `conns` only labels the row."""
         vals = self._values(path, conns, rep)
+        db = sqlite3.connect(self.sqlite_path, isolation_level=None, timeout=30)
+        for s in _statements(_script("sqlite", "connect")):
+            db.execute(s[1]).fetchall()
         seed = _script("sqlite", path, ".seed.sql")
         if seed:
-            with open(seed) as f, sqlite3.connect(self.sqlite_path) as db:
+            with open(seed) as f:
                 db.executescript(_subst(f.read(), vals))
-        with open(_script("sqlite", path)) as f:
-            stmts = [s.strip() for s in _subst(f.read(), vals).split(";\n") if s.strip()]
-        d = self.ctx.gated_duration
-        lat, lock = [], threading.Lock()
-        stop = time.monotonic() + d
-
-        def worker(client):
-            db = sqlite3.connect(self.sqlite_path, isolation_level=None, timeout=30)
-            db.execute("PRAGMA busy_timeout = 30000")
-            mine, n = [], 0
-            while time.monotonic() < stop:
-                n += 1
-                params = {"client": client, "n": n}
-                t = time.perf_counter()
-                for s in stmts:
-                    db.execute(s, {k: v for k, v in params.items() if f":{k}" in s}).fetchall()
-                mine.append(int((time.perf_counter() - t) * 1e6))
-            db.close()
-            with lock:
-                lat.extend(mine)
-
-        ts = [threading.Thread(target=worker, args=(c,)) for c in range(conns)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
+        stmts = _statements(_script("sqlite", path), vals)
+        lat, n, exhausted = [], 0, False
+        t_start = time.monotonic()
+        stop = t_start + self.ctx.gated_duration
+        while time.monotonic() < stop and not exhausted:
+            n += 1
+            params = {"n": n, "client": 0, "now": int(time.time() * 1e6)}
+            t = time.perf_counter()
+            for capture, s in stmts:
+                rows = db.execute(s, {k: v for k, v in params.items() if f":{k}" in s}).fetchall()
+                if capture:
+                    params[capture] = rows[0][0] if rows else None
+                    if params[capture] is None:
+                        exhausted = True
+                        db.execute("ROLLBACK")
+                        break
+            else:
+                lat.append(int((time.perf_counter() - t) * 1e6))
+        elapsed = time.monotonic() - t_start
+        db.close()
         p50, p99 = _pcts(lat)
-        return {"rps": len(lat) / d, "p50_ms": p50, "p99_ms": p99,
-                "what": f"python sqlite3 loop, {conns} connection(s)",
-                "median_us": statistics.median(lat) if lat else None}
+        return {"rps": len(lat) / elapsed, "p50_ms": p50, "p99_ms": p99,
+                "what": "python sqlite3 loop, 1 connection (as the store)",
+                "exhausted": exhausted}
 
     def close(self):
         if self.pg_db:

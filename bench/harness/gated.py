@@ -66,7 +66,14 @@ def run(ctx, notes):
         notes.append(f"gated path not measured: gateway unavailable ({ctx.gw_missing})")
         return None
     ctx.gated_token, ctx.approver_token = gated_http.tokens(ctx.secret)
-    out = {"runs": [], "notes_md": [], "duration_s": ctx.gated_duration}
+    out = {"runs": [], "duration_s": ctx.gated_duration, "reps": ctx.gated_reps, "notes_md": [
+        f"Gateway with the flag on, wrk with `bench/wrk/gated.lua`, medians of {ctx.gated_reps} "
+        f"interleaved repetitions (stores and paths alternate), {ctx.gated_duration} s per run "
+        f"((c): {max(1, ctx.gated_duration // 3)} s, consuming the approvals (a) created, "
+        "approved through the admin API in between). Database alone: the same statements "
+        "(bench/sql/) via `pgbench -M prepared` at the same concurrency, and a Python sqlite3 "
+        "loop on one connection as the store's pool has. Rates count only the expected answers "
+        "(202 for a/b, 200 for c).", ""]}
     up = targets.start_upstream(ctx.run_dir, ctx.upstream_bin, name="gated-upstream")
     pg_db = dbbase.create_db(ctx.pg_url, "gw")
     gws = {}
@@ -80,7 +87,7 @@ def run(ctx, notes):
             except RuntimeError as e:
                 notes.append(f"gated {store}: gateway did not start: {e}")
         baselines = dbbase.Baselines(ctx, notes)
-        for rep in range(ctx.reps):
+        for rep in range(ctx.gated_reps):
             for conns in ctx.conns:
                 for store, gw in gws.items():
                     _one_store(ctx, store, gw, rep, conns, out)

@@ -184,9 +184,10 @@ def write(result, docs_dir, png_name="benchmarks.png"):
         notes.append(f"`{t}` did not run: {why}")
     lines += [f"- {n}" for n in notes] or ["- nothing"]
     lines += ["", "## How to run", "",
-              "```", "bench/run            # full run (~15-25 min); writes bench/out/ and this file",
+              "```", "bench/run            # full run (~30 min); writes bench/out/*.json, this file and the PNG",
               "bench/run --smoke    # < 2 min: one short repetition of each pass-through target",
               "bench/run --help     # durations, repetitions, parts, an existing gateway binary",
+              "bench/run --parts pass,callgrind --gateway-bin target/release/approval-gateway",
               "```", ""]
     with open(os.path.join(docs_dir, "benchmarks.md"), "w") as f:
         f.write("\n".join(lines))

@@ -95,11 +95,18 @@ class Baselines:
     def run(self, store, rep, conns):
         out = []
         for path in PATHS:
-            if store == "postgres" and self.pg_db and _script("postgres", path):
-                r = self._pgbench(path, conns, rep)
-            elif store == "sqlite" and self.sqlite_path and _script("sqlite", path):
-                r = self._sqlite_loop(path, conns, rep)
-            else:
+            try:
+                if store == "postgres" and self.pg_db and _script("postgres", path):
+                    r = self._pgbench(path, conns, rep)
+                elif store == "sqlite" and self.sqlite_path and _script("sqlite", path):
+                    r = self._sqlite_loop(path, conns, rep)
+                else:
+                    continue
+            except (RuntimeError, OSError, sqlite3.Error, subprocess.SubprocessError) as e:
+                msg = f"database baseline {store} {path} c={conns} failed: {str(e)[:300]}"
+                log(msg)
+                if msg not in self.notes:
+                    self.notes.append(msg)
                 continue
             r.update({"kind": "db", "store": store, "path": path, "conns": conns, "rep": rep})
             log(f"db {store} {path} rep {rep} c={conns}: {r['rps']:.0f} ops/s "

@@ -90,7 +90,11 @@ def run(ctx, notes):
         for rep in range(ctx.gated_reps):
             for conns in ctx.conns:
                 for store, gw in gws.items():
-                    _one_store(ctx, store, gw, rep, conns, out)
+                    try:
+                        _one_store(ctx, store, gw, rep, conns, out)
+                    except (RuntimeError, OSError) as e:
+                        log(f"gated {store} c={conns} failed: {e}")
+                        notes.append(f"gated {store} rep {rep} c={conns} failed: {str(e)[:300]}")
                     out["runs"] += baselines.run(store, rep, conns)
         baselines.close()
     finally:

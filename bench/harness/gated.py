@@ -12,7 +12,7 @@ loop for SQLite, from bench/sql/ (see bench/sql/README.md), at the same concurre
 import os
 import time
 
-from . import dbbase, gated_http, loadgen, procs, targets
+from . import dbbase, gated_http, loadgen, targets
 from .setup import log
 
 EXPECT = {"first": 202, "dedup": 202, "consume": 200}

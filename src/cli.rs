@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "approval-gateway", version, about = "A reverse proxy that puts a human approval in front of destructive operations of an unmodified HTTP API")]
+#[command(
+    name = "approval-gateway",
+    version,
+    about = "A reverse proxy that puts a human approval in front of destructive operations of an unmodified HTTP API"
+)]
 pub struct Cli {
     /// Configuration file.
     #[arg(long, global = true, env = "GATEWAY_CONFIG", default_value = crate::config::DEFAULT_PATH)]
@@ -81,10 +85,21 @@ mod tests {
 
     #[test]
     fn config_is_accepted_anywhere_on_the_line() {
-        let a = Cli::try_parse_from(["approval-gateway", "--config", "x.toml", "check-config"]).unwrap();
-        let b = Cli::try_parse_from(["approval-gateway", "check-config", "--config", "x.toml"]).unwrap();
-        let c = Cli::try_parse_from(["approval-gateway", "approvals", "approve", "ID", "--as", "alice", "--config", "x.toml"])
+        let a = Cli::try_parse_from(["approval-gateway", "--config", "x.toml", "check-config"])
             .unwrap();
+        let b = Cli::try_parse_from(["approval-gateway", "check-config", "--config", "x.toml"])
+            .unwrap();
+        let c = Cli::try_parse_from([
+            "approval-gateway",
+            "approvals",
+            "approve",
+            "ID",
+            "--as",
+            "alice",
+            "--config",
+            "x.toml",
+        ])
+        .unwrap();
         for cli in [a, b, c] {
             assert_eq!(cli.config, PathBuf::from("x.toml"));
         }

@@ -108,25 +108,60 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(REQUESTS, "Requests seen by the proxy, by route action and outcome", requests.clone());
-        let upstream_duration = Histogram::new(
-            [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+        registry.register(
+            REQUESTS,
+            "Requests seen by the proxy, by route action and outcome",
+            requests.clone(),
         );
-        registry.register(UPSTREAM_DURATION, "Time to the upstream's response head", upstream_duration.clone());
+        let upstream_duration = Histogram::new([
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ]);
+        registry.register(
+            UPSTREAM_DURATION,
+            "Time to the upstream's response head",
+            upstream_duration.clone(),
+        );
         let upstream_errors = Family::<KindLabels, Counter>::default();
-        registry.register(UPSTREAM_ERRORS, "Upstream requests that failed, by kind", upstream_errors.clone());
+        registry.register(
+            UPSTREAM_ERRORS,
+            "Upstream requests that failed, by kind",
+            upstream_errors.clone(),
+        );
         let approvals = Family::<ApprovalLabels, Counter>::default();
-        registry.register(APPROVALS, "Approval transitions made by this replica", approvals.clone());
+        registry.register(
+            APPROVALS,
+            "Approval transitions made by this replica",
+            approvals.clone(),
+        );
         let approvals_pending = Family::<ActionLabels, Gauge>::default();
-        registry.register(APPROVALS_PENDING, "Pending, unexpired approvals in the store", approvals_pending.clone());
+        registry.register(
+            APPROVALS_PENDING,
+            "Pending, unexpired approvals in the store",
+            approvals_pending.clone(),
+        );
         let store_errors = Counter::default();
-        registry.register(STORE_ERRORS, "Store operations that failed", store_errors.clone());
+        registry.register(
+            STORE_ERRORS,
+            "Store operations that failed",
+            store_errors.clone(),
+        );
         let gate_mode = Gauge::default();
-        registry.register(GATE_MODE, "Gate mode: 0 off, 1 shadow, 2 enforce", gate_mode.clone());
+        registry.register(
+            GATE_MODE,
+            "Gate mode: 0 off, 1 shadow, 2 enforce",
+            gate_mode.clone(),
+        );
         let config_reloads = Family::<ResultLabels, Counter>::default();
-        registry.register(CONFIG_RELOADS, "Configuration reloads, by result", config_reloads.clone());
+        registry.register(
+            CONFIG_RELOADS,
+            "Configuration reloads, by result",
+            config_reloads.clone(),
+        );
         let passthrough = requests
-            .get_or_create(&RequestLabels { route: "none".to_owned(), outcome: Outcome::passthrough })
+            .get_or_create(&RequestLabels {
+                route: "none".to_owned(),
+                outcome: Outcome::passthrough,
+            })
             .clone();
         Self {
             registry,
@@ -143,15 +178,27 @@ impl Metrics {
     }
 
     pub fn request(&self, route: &str, outcome: Outcome) {
-        self.requests.get_or_create(&RequestLabels { route: route.to_owned(), outcome }).inc();
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                outcome,
+            })
+            .inc();
     }
 
     pub fn approval(&self, action: &str, event: ApprovalEvent) {
-        self.approvals.get_or_create(&ApprovalLabels { action: action.to_owned(), event }).inc();
+        self.approvals
+            .get_or_create(&ApprovalLabels {
+                action: action.to_owned(),
+                event,
+            })
+            .inc();
     }
 
     pub fn upstream_error(&self, kind: UpstreamErrorKind) {
-        self.upstream_errors.get_or_create(&KindLabels { kind }).inc();
+        self.upstream_errors
+            .get_or_create(&KindLabels { kind })
+            .inc();
     }
 
     /// The Prometheus text exposition.

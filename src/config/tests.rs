@@ -282,7 +282,10 @@ fn missing_hs_secret_is_an_error_only_when_the_gate_is_on() {
     assert_eq!((e.len(), e[0].at.as_str()), (1, "jwt.hs_secret_env"));
     assert!(e[0].message.contains("MY_SECRET"));
     assert!(ok(text, &[]).policy.callers.jwt.is_none());
-    let c = ok("[jwt]\nalgorithms = [\"HS256\", \"RS256\"]", &[]);
+    let c = ok(
+        "[jwt]\nalgorithms = [\"HS256\", \"RS256\"]\npublic_key_file = \"tests/fixtures/keys/rsa_public.pem\"",
+        &[],
+    );
     let jwt = c.policy.callers.jwt.as_ref().expect("RS256 stays");
     assert_eq!(jwt.settings().algorithms, [jsonwebtoken::Algorithm::RS256]);
 }

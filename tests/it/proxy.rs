@@ -1,1 +1,417 @@
-//! (to be written)
+//! The data plane end to end: a real proxy listener in front of the recording fake upstream.
+#![allow(clippy::unwrap_used)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use approval_gateway::metrics::Metrics;
+use approval_gateway::proxy::{self, Proxy, Upstream};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::upstream::{FakeUpstream, Reply};
+
+type Body = BoxBody<Bytes, Infallible>;
+
+struct Gateway {
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+async fn gateway(upstream_url: &str, request_timeout: Duration) -> Gateway {
+    gateway_with_drain(upstream_url, request_timeout, Duration::from_secs(10)).await
+}
+
+async fn gateway_with_drain(
+    upstream_url: &str,
+    request_timeout: Duration,
+    drain: Duration,
+) -> Gateway {
+    let cfg = approval_gateway::config::Upstream {
+        url: upstream_url.parse().unwrap(),
+        connect_timeout: Duration::from_secs(2),
+        request_timeout,
+    };
+    let metrics = Arc::new(Metrics::new());
+    let proxy = Proxy::new(Upstream::new(&cfg).unwrap(), metrics.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(proxy::listener::serve(
+        listener,
+        proxy,
+        async move {
+            let _ = stopped.await;
+        },
+        drain,
+    ));
+    Gateway {
+        addr,
+        metrics,
+        stop: Some(stop),
+        task,
+    }
+}
+
+async fn connect(addr: SocketAddr) -> SendRequest<Body> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+fn empty() -> Body {
+    Empty::new().boxed()
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri)
+        .header("host", "gw.example")
+        .body(empty())
+        .unwrap()
+}
+
+async fn send(
+    sender: &mut SendRequest<Body>,
+    req: Request<Body>,
+) -> (http::response::Parts, Bytes) {
+    sender.ready().await.unwrap();
+    let resp: Response<Incoming> = sender.send_request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    (parts, body.collect().await.unwrap().to_bytes())
+}
+
+#[tokio::test]
+async fn method_path_and_query_reach_the_upstream_byte_for_byte() {
+    let up = FakeUpstream::start().await;
+    let gw = gateway(&up.url(), Duration::from_secs(5)).await;
+    let mut c = connect(gw.addr).await;
+    let cases = [
+        ("GET", "/workspaces/ws-1"),
+        ("DELETE", "/workspaces/a%2Fb?force=true&x=%7E"),
+        ("POST", "/a//b/../c/%7e/./d?q=a%20b&q=c+d&&"),
+        ("PATCH", "/"),
+        ("PURGE", "/x?"),
+    ];
+    for (i, (method, target)) in cases.into_iter().enumerate() {
+        let req = Request::builder()
+            .method(method)
+            .uri(target)
+            .header("host", "gw.example")
+            .body(empty())
+            .unwrap();
+        let (parts, body) = send(&mut c, req).await;
+        assert_eq!(parts.status, StatusCode::OK);
+        assert_eq!(&body[..], b"ok");
+        let seen = &up.wait_for_requests(i + 1).await[i];
+        assert_eq!(seen.method.as_str(), method);
+        assert_eq!(seen.path_and_query, target);
+    }
+    assert_eq!(gw.metrics.passthrough.get(), 5);
+}
+
+#[tokio::test]
+async fn a_base_path_prefix_is_prepended() {
+    let up = FakeUpstream::start().await;
+    let gw = gateway(&format!("{}/api/v1", up.url()), Duration::from_secs(5)).await;
+    let mut c = connect(gw.addr).await;
+    send(&mut c, get("/x/%2F?y=1")).await;
+    assert_eq!(up.last().await.path_and_query, "/api/v1/x/%2F?y=1");
+}
+
+#[tokio::test]
+async fn headers_are_kept_hop_by_hop_removed_and_forwarded_headers_appended() {
+    let up = FakeUpstream::start().await;
+    let gw = gateway(&up.url(), Duration::from_secs(5)).await;
+    let mut c = connect(gw.addr).await;
+    let req = Request::get("/h")
+        .header("host", "api.example:8443")
+        .header("authorization", "Bearer abc")
+        .header("x-custom", "one")
+        .header("x-custom", "two")
+        .header("connection", "keep-alive, x-private")
+        .header("x-private", "secret")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-authorization", "Basic Zm9v")
+        .header("te", "trailers")
+        .header("x-forwarded-for", "203.0.113.9")
+        .body(empty())
+        .unwrap();
+    send(&mut c, req).await;
+    let h = up.last().await.headers;
+    assert_eq!(h["host"], "api.example:8443");
+    assert_eq!(h["authorization"], "Bearer abc");
+    let custom: Vec<_> = h.get_all("x-custom").iter().collect();
+    assert_eq!(custom, ["one", "two"]);
+    for gone in [
+        "x-private",
+        "keep-alive",
+        "proxy-authorization",
+        "te",
+        "upgrade",
+    ] {
+        assert!(
+            !h.contains_key(gone),
+            "{gone} must not reach the upstream: {h:?}"
+        );
+    }
+    // hyper's client adds its own `connection` only when needed; never the client's tokens.
+    assert!(h
+        .get("connection")
+        .is_none_or(|v| !v.to_str().unwrap().contains("x-private")));
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "api.example:8443");
+}
+
+#[tokio::test]
+async fn hop_by_hop_response_headers_are_removed() {
+    let up = FakeUpstream::start().await;
+    up.reply(
+        200,
+        vec![
+            ("connection", "x-upstream-private"),
+            ("x-upstream-private", "1"),
+            ("keep-alive", "timeout=9"),
+            ("x-kept", "yes"),
+        ],
+        "body",
+    );
+    let gw = gateway(&up.url(), Duration::from_secs(5)).await;
+    let (parts, body) = send(&mut connect(gw.addr).await, get("/")).await;
+    assert_eq!(&body[..], b"body");
+    assert_eq!(parts.headers["x-kept"], "yes");
+    assert!(!parts.headers.contains_key("x-upstream-private"));
+    assert!(!parts.headers.contains_key("keep-alive"));
+}
+
+#[tokio::test]
+async fn an_8_mib_chunked_upload_arrives_intact() {
+    let up = FakeUpstream::start().await;
+    let gw = gateway(&up.url(), Duration::from_secs(30)).await;
+    let chunks: Vec<Result<Frame<Bytes>, Infallible>> = (0..128u32)
+        .map(|i| Ok(Frame::data(Bytes::from(vec![(i % 251) as u8; 64 * 1024]))))
+        .collect();
+    let expected: Vec<u8> = (0..128u32)
+        .flat_map(|i| vec![(i % 251) as u8; 64 * 1024])
+        .collect();
+    let body = BodyExt::boxed(StreamBody::new(futures_util::stream::iter(chunks)));
+    let req = Request::put("/upload")
+        .header("host", "gw.example")
+        .body(body)
+        .unwrap();
+    let (parts, _) = send(&mut connect(gw.addr).await, req).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    let seen = up.last().await;
+    assert_eq!(seen.body.len(), 8 * 1024 * 1024);
+    assert!(seen.body[..] == expected[..], "upload corrupted");
+}
+
+#[tokio::test]
+async fn the_response_body_streams_before_the_upstream_finishes() {
+    let up = FakeUpstream::start().await;
+    up.set_reply(Reply::Stream {
+        size: 64 * 1024,
+        count: 64,
+    });
+    let gw = gateway(&up.url(), Duration::from_secs(30)).await;
+    let mut c = connect(gw.addr).await;
+    c.ready().await.unwrap();
+    let resp = c.send_request(get("/big")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    // The upstream holds everything after its first chunk until released: the first bytes can
+    // only arrive here if the proxy streams.
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert!(!first.is_empty());
+    up.release();
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(first.len() + rest.len(), 64 * 64 * 1024);
+    assert!(rest.iter().all(|b| *b == b'x'));
+}
+
+#[tokio::test]
+async fn status_codes_pass_through() {
+    let up = FakeUpstream::start().await;
+    let gw = gateway(&up.url(), Duration::from_secs(5)).await;
+    let mut c = connect(gw.addr).await;
+    for (status, body) in [
+        (200, "ok"),
+        (204, ""),
+        (304, ""),
+        (404, "nope"),
+        (500, "boom"),
+    ] {
+        up.reply(status, vec![], body);
+        let (parts, got) = send(&mut c, get("/s")).await;
+        assert_eq!(parts.status.as_u16(), status);
+        assert_eq!(&got[..], body.as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let up = FakeUpstream::start().await;
+    let gw = gateway(&up.url(), Duration::from_secs(5)).await;
+    let mut c = connect(gw.addr).await;
+    for _ in 0..10 {
+        let (parts, _) = send(&mut c, get("/k")).await;
+        assert_eq!(parts.status, StatusCode::OK);
+    }
+    assert_eq!(up.wait_for_requests(10).await.len(), 10);
+    assert_eq!(up.connections(), 1);
+}
+
+async fn assert_problem(parts: &http::response::Parts, body: &Bytes, status: u16) {
+    assert_eq!(parts.status.as_u16(), status);
+    assert_eq!(parts.headers["content-type"], "application/problem+json");
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(v["status"], status);
+    for member in ["type", "title", "detail"] {
+        assert!(v[member].is_string(), "{member} missing in {v}");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_a_502_problem() {
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let gw = gateway(&url, Duration::from_secs(5)).await;
+    let (parts, body) = send(&mut connect(gw.addr).await, get("/")).await;
+    assert_problem(&parts, &body, 502).await;
+    assert!(
+        !String::from_utf8_lossy(&body).contains("127.0.0.1"),
+        "no internals in the body"
+    );
+    assert!(gw
+        .metrics
+        .encode()
+        .contains("approval_gateway_upstream_errors_total{kind=\"connect\"} 1"));
+}
+
+#[tokio::test]
+async fn a_slow_upstream_is_a_504_problem() {
+    let up = FakeUpstream::start().await;
+    up.set_reply(Reply::Hold);
+    let gw = gateway(&up.url(), Duration::from_millis(200)).await;
+    let (parts, body) = send(&mut connect(gw.addr).await, get("/slow")).await;
+    assert_problem(&parts, &body, 504).await;
+    assert!(gw
+        .metrics
+        .encode()
+        .contains("approval_gateway_upstream_errors_total{kind=\"timeout\"} 1"));
+    up.release();
+}
+
+#[tokio::test]
+async fn a_websocket_upgrade_round_trips() {
+    let up = FakeUpstream::start().await;
+    let gw = gateway(&up.url(), Duration::from_secs(5)).await;
+    let (mut ws, resp) =
+        tokio_tungstenite::connect_async(format!("ws://{}/workspaces/ws-1/terminal", gw.addr))
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    for text in ["hello", "world"] {
+        ws.send(Message::text(text)).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(text));
+    }
+    ws.send(Message::binary(vec![0u8, 1, 2])).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::binary(vec![0u8, 1, 2])
+    );
+    let seen = up.last().await;
+    assert_eq!(seen.path_and_query, "/workspaces/ws-1/terminal");
+    assert_eq!(seen.headers["upgrade"], "websocket");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_an_in_flight_request_finish() {
+    let up = FakeUpstream::start().await;
+    up.set_reply(Reply::Hold);
+    let mut gw = gateway(&up.url(), Duration::from_secs(30)).await;
+    let mut c = connect(gw.addr).await;
+    let in_flight = tokio::spawn(async move { send(&mut c, get("/slow")).await });
+    up.wait_for_requests(1).await;
+
+    gw.stop.take().unwrap().send(()).unwrap();
+    // Wait for the condition "no longer accepting".
+    while TcpStream::connect(gw.addr).await.is_ok() {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        !gw.task.is_finished(),
+        "the drain waits for the in-flight request"
+    );
+    up.release();
+    let (parts, body) = in_flight.await.unwrap();
+    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(&body[..], b"held");
+    tokio::time::timeout(Duration::from_secs(10), gw.task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_drain_deadline_closes_requests_that_outlive_it() {
+    let up = FakeUpstream::start().await;
+    up.set_reply(Reply::Hold);
+    let mut gw = gateway_with_drain(
+        &up.url(),
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+    )
+    .await;
+    let mut c = connect(gw.addr).await;
+    c.ready().await.unwrap();
+    let in_flight = c.send_request(get("/stuck"));
+    let in_flight = tokio::spawn(in_flight);
+    up.wait_for_requests(1).await;
+    gw.stop.take().unwrap().send(()).unwrap();
+    // serve() returns once the deadline passed, and the stuck request is cut off.
+    tokio::time::timeout(Duration::from_secs(10), gw.task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(in_flight.await.unwrap().is_err());
+    up.release();
+}
+
+#[tokio::test]
+async fn head_keeps_the_upstreams_content_length() {
+    let up = FakeUpstream::start().await;
+    up.reply(200, vec![], "twelve bytes");
+    let gw = gateway(&up.url(), Duration::from_secs(5)).await;
+    let mut c = connect(gw.addr).await;
+    let req = Request::head("/h")
+        .header("host", "gw.example")
+        .body(empty())
+        .unwrap();
+    let (parts, body) = send(&mut c, req).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(parts.headers["content-length"], "12");
+    assert!(body.is_empty());
+    // The connection stays usable after a body-less HEAD answer.
+    let (parts, body) = send(&mut c, get("/after")).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(&body[..], b"twelve bytes");
+}

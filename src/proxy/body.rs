@@ -1,0 +1,166 @@
+//! The body type of every request sent upstream and every response sent downstream.
+//!
+//! An enum rather than a boxed trait object, so the pass-through path (an `Incoming` body
+//! forwarded as is) costs no allocation and no dynamic dispatch. `Full` carries bodies the
+//! gateway produced or buffered (problem bodies, the 202, a gated request's buffered body).
+//!
+//! [`read_limited`] buffers a request body up to a cap, for the gated path only.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+
+/// A streamed (`Incoming`), buffered (`Full`) or empty body.
+#[derive(Debug, Default)]
+pub enum ProxyBody {
+    Incoming(Incoming),
+    Full(Full<Bytes>),
+    #[default]
+    Empty,
+}
+
+impl ProxyBody {
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        Self::Full(Full::new(bytes.into()))
+    }
+}
+
+impl From<Incoming> for ProxyBody {
+    fn from(body: Incoming) -> Self {
+        Self::Incoming(body)
+    }
+}
+
+impl From<Bytes> for ProxyBody {
+    fn from(bytes: Bytes) -> Self {
+        Self::full(bytes)
+    }
+}
+
+fn never(e: Infallible) -> hyper::Error {
+    match e {}
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        // Every variant is `Unpin`, so no pin projection is needed.
+        match self.get_mut() {
+            Self::Incoming(b) => Pin::new(b).poll_frame(cx),
+            Self::Full(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|o| o.map(|r| r.map_err(never))),
+            Self::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Incoming(b) => b.is_end_stream(),
+            Self::Full(b) => b.is_end_stream(),
+            Self::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Incoming(b) => b.size_hint(),
+            Self::Full(b) => b.size_hint(),
+            Self::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// Why a request body could not be buffered.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body exceeds {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("request body could not be read")]
+    Read(#[source] hyper::Error),
+}
+
+/// Buffer `body` whole, failing as soon as it exceeds `limit` bytes (a declared
+/// `Content-Length` above the limit fails before anything is read). Trailers are dropped.
+pub async fn read_limited<B>(mut body: B, limit: usize) -> Result<Bytes, BodyError>
+where
+    B: Body<Data = Bytes, Error = hyper::Error> + Unpin,
+{
+    let hint = body.size_hint();
+    if hint.lower() > limit as u64 {
+        return Err(BodyError::TooLarge { limit });
+    }
+    let mut first: Option<Bytes> = None;
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
+            continue;
+        };
+        let have = first.as_ref().map_or(0, Bytes::len) + buf.len();
+        if have + data.len() > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
+        // The common case is one frame: keep it without copying.
+        match first.take() {
+            None if buf.is_empty() => first = Some(data),
+            None => buf.extend_from_slice(&data),
+            Some(f) => {
+                buf.reserve(f.len() + data.len());
+                buf.extend_from_slice(&f);
+                buf.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| buf.freeze()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+
+    type Frames =
+        futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, hyper::Error>>>;
+
+    fn chunks(parts: &[&'static str]) -> StreamBody<Frames> {
+        let frames: Vec<_> = parts
+            .iter()
+            .map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes()))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn buffers_several_frames_in_order() {
+        let got = read_limited(chunks(&["ab", "cd", "e"]), 5).await.unwrap();
+        assert_eq!(&got[..], b"abcde");
+    }
+
+    #[tokio::test]
+    async fn one_frame_and_empty_bodies() {
+        assert_eq!(
+            &read_limited(chunks(&["abc"]), 3).await.unwrap()[..],
+            b"abc"
+        );
+        assert!(read_limited(chunks(&[]), 0).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn over_the_limit_is_too_large() {
+        let err = read_limited(chunks(&["abc", "de"]), 4).await.unwrap_err();
+        assert!(matches!(err, BodyError::TooLarge { limit: 4 }));
+        let err = read_limited(ProxyBody::full("12345"), 4).await.unwrap_err();
+        assert!(matches!(err, BodyError::TooLarge { limit: 4 }));
+    }
+}

@@ -1,0 +1,378 @@
+//! Stage 6: forward a request upstream and stream the answer back.
+//!
+//! Input: the downstream request (its parts reused in place) and the downstream connection's
+//! facts. Output: the upstream's response with hop-by-hop headers removed, or a [`ProxyError`].
+//! Invariants: the path and query reach the upstream byte for byte (never decoded or
+//! re-encoded); `Host` is kept as the client sent it; bodies stream both ways, never buffered;
+//! the request timeout bounds the wait for the response head only.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use super::body::ProxyBody;
+use super::respond::ProxyError;
+use crate::metrics::Metrics;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const HTTP: HeaderValue = HeaderValue::from_static("http");
+const UPGRADE_TOKEN: HeaderValue = HeaderValue::from_static("upgrade");
+
+/// Connection-specific fields (RFC 9110 §7.6.1, plus the proxy-auth pair and the legacy
+/// `Keep-Alive`/`Proxy-Connection`, as Go's and nginx's proxies also drop them).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Idle upstream connections are closed after this, below common upstream idle timeouts so
+/// the pool rarely hands out a connection the upstream is closing.
+const POOL_IDLE: Duration = Duration::from_secs(30);
+
+/// Facts about the downstream connection, computed once per connection.
+#[derive(Debug, Clone)]
+pub struct Downstream {
+    pub addr: SocketAddr,
+    /// The peer IP as a header value, built once per connection for `X-Forwarded-For`.
+    ip: HeaderValue,
+}
+
+impl Downstream {
+    pub fn new(addr: SocketAddr) -> Self {
+        let ip = HeaderValue::try_from(addr.ip().to_canonical().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"));
+        Self { addr, ip }
+    }
+}
+
+/// The upstream base URL is not usable (config validation should have caught it).
+#[derive(Debug, thiserror::Error)]
+#[error("upstream url `{0}` needs an http scheme and an authority")]
+pub struct UpstreamUrlError(pub String);
+
+/// The upstream: a pooled keep-alive client and the base URL's parts.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, ProxyBody>,
+    scheme: Scheme,
+    authority: Authority,
+    /// Base path prefix without a trailing `/`; empty for none.
+    prefix: Bytes,
+    request_timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(cfg: &crate::config::Upstream) -> Result<Self, UpstreamUrlError> {
+        let bad = || UpstreamUrlError(cfg.url.to_string());
+        let scheme = cfg
+            .url
+            .scheme()
+            .filter(|s| *s == &Scheme::HTTP)
+            .ok_or_else(bad)?
+            .clone();
+        let authority = cfg.url.authority().ok_or_else(bad)?.clone();
+        let prefix = cfg.url.path().trim_end_matches('/');
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(cfg.connect_timeout));
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .build(connector);
+        Ok(Self {
+            client,
+            scheme,
+            authority,
+            prefix: Bytes::copy_from_slice(prefix.as_bytes()),
+            request_timeout: cfg.request_timeout,
+        })
+    }
+
+    /// Send `req` upstream; returns the response to relay. Records the time to the response
+    /// head and upstream errors in `metrics`.
+    pub async fn forward(
+        &self,
+        mut req: Request<ProxyBody>,
+        down: &Downstream,
+        metrics: &Metrics,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        if req.method() == Method::CONNECT {
+            return Err(ProxyError::BadRequest("CONNECT is not supported".into()));
+        }
+        let upgrade = prepare_request(&mut req, down);
+        *req.uri_mut() = self.upstream_uri(req.uri())?;
+        let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.request_timeout, self.client.request(req)).await;
+        metrics
+            .upstream_duration
+            .observe(started.elapsed().as_secs_f64());
+        let result = match result {
+            Err(_) => Err(ProxyError::UpstreamTimeout),
+            Ok(Err(e)) => Err(classify(e)),
+            Ok(Ok(resp)) => Ok(resp),
+        };
+        let mut resp = result.inspect_err(|e| {
+            if let Some(kind) = e.upstream_kind() {
+                metrics.upstream_error(kind);
+            }
+        })?;
+
+        strip_hop_by_hop(resp.headers_mut());
+        match (upgrade, downstream_upgrade) {
+            (Some(proto), Some(down_up)) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                let up_up = hyper::upgrade::on(&mut resp);
+                resp.headers_mut().insert(header::CONNECTION, UPGRADE_TOKEN);
+                resp.headers_mut().entry(header::UPGRADE).or_insert(proto);
+                tokio::spawn(tunnel(down_up, up_up));
+            }
+            _ => {}
+        }
+        Ok(resp.map(ProxyBody::Incoming))
+    }
+
+    /// Base scheme + authority + base path prefix + the request's path and query, as sent.
+    fn upstream_uri(&self, original: &Uri) -> Result<Uri, ProxyError> {
+        let Some(pq) = original.path_and_query() else {
+            return Err(ProxyError::BadRequest(
+                "the request target has no path".into(),
+            ));
+        };
+        let pq = if self.prefix.is_empty() {
+            pq.clone()
+        } else {
+            let mut buf = BytesMut::with_capacity(self.prefix.len() + pq.as_str().len());
+            buf.put_slice(&self.prefix);
+            buf.put_slice(pq.as_str().as_bytes());
+            PathAndQuery::from_maybe_shared(buf.freeze())
+                .map_err(|_| ProxyError::BadRequest("the request target is invalid".into()))?
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(pq);
+        Uri::from_parts(parts)
+            .map_err(|_| ProxyError::BadRequest("the request target is invalid".into()))
+    }
+}
+
+/// Which side failed: the client's own body erroring (it hung up mid-upload) surfaces as a
+/// hyper "user" error and is not the upstream's fault.
+fn classify(e: hyper_util::client::legacy::Error) -> ProxyError {
+    if e.is_connect() {
+        return ProxyError::UpstreamConnect(e);
+    }
+    // hyper reports a failing request body as a user error whose cause is the body's own
+    // error, here the downstream connection's `hyper::Error`.
+    let body_aborted = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<hyper::Error>())
+        .filter(|h| h.is_user())
+        .and_then(std::error::Error::source)
+        .is_some_and(|cause| cause.is::<hyper::Error>());
+    if body_aborted {
+        tracing::debug!(error = %e, "client aborted its request body");
+        return ProxyError::ClientAborted;
+    }
+    ProxyError::UpstreamProtocol(e)
+}
+
+/// Rewrite the request's headers in place for the upstream. Returns the `Upgrade` value when
+/// the client asks for a protocol upgrade (kept on the upstream request).
+fn prepare_request(req: &mut Request<ProxyBody>, down: &Downstream) -> Option<HeaderValue> {
+    let headers = req.headers_mut();
+    let upgrade = if connection_has(headers, "upgrade") {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    strip_hop_by_hop(headers);
+    if let Some(proto) = &upgrade {
+        headers.insert(header::CONNECTION, UPGRADE_TOKEN);
+        headers.insert(header::UPGRADE, proto.clone());
+    }
+    append_forwarded(headers, X_FORWARDED_FOR, &down.ip);
+    append_forwarded(headers, X_FORWARDED_PROTO, &HTTP);
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        append_forwarded(headers, X_FORWARDED_HOST, &host);
+    } else if let Some(auth) = req.uri().authority() {
+        // HTTP/2-style or absolute-form request without Host: keep the authority the client named.
+        if let Ok(host) = HeaderValue::from_str(auth.as_str()) {
+            req.headers_mut().insert(header::HOST, host.clone());
+            append_forwarded(req.headers_mut(), X_FORWARDED_HOST, &host);
+        }
+    }
+    // The pooled upstream connections speak HTTP/1.1 whatever the client spoke.
+    *req.version_mut() = Version::HTTP_11;
+    upgrade
+}
+
+/// Whether a `Connection` header lists `token` (case-insensitive).
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Remove connection-specific fields in place: the fixed list and every field `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        if headers.contains_key(&name) {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Add `ours` to a list header: insert it when absent, else join with `, ` after the existing
+/// values (one line, since some upstreams read only the first line).
+fn append_forwarded(headers: &mut HeaderMap, name: HeaderName, ours: &HeaderValue) {
+    let mut existing = headers.get_all(&name).iter().peekable();
+    if existing.peek().is_none() {
+        headers.insert(name, ours.clone());
+        return;
+    }
+    let mut buf = BytesMut::with_capacity(64);
+    for v in existing {
+        buf.put_slice(v.as_bytes());
+        buf.put_slice(b", ");
+    }
+    buf.put_slice(ours.as_bytes());
+    if let Ok(joined) = HeaderValue::from_maybe_shared(buf.freeze()) {
+        headers.insert(name, joined);
+    }
+}
+
+/// Relay bytes between the upgraded downstream and upstream connections until either closes.
+async fn tunnel(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade) {
+    let (down, up) = match tokio::try_join!(down, up) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        tracing::debug!(error = %e, "upgraded connection closed");
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn strips_fixed_list_and_connection_named_fields() {
+        let mut h = map(&[
+            ("connection", "close, X-Secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic x"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn forwarded_values_join_existing_ones() {
+        let mut h = map(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+        ]);
+        append_forwarded(
+            &mut h,
+            X_FORWARDED_FOR,
+            &HeaderValue::from_static("3.3.3.3"),
+        );
+        assert_eq!(h.get_all(X_FORWARDED_FOR).iter().count(), 1);
+        assert_eq!(h[X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 3.3.3.3");
+        let mut h = HeaderMap::new();
+        append_forwarded(
+            &mut h,
+            X_FORWARDED_FOR,
+            &HeaderValue::from_static("3.3.3.3"),
+        );
+        assert_eq!(h[X_FORWARDED_FOR], "3.3.3.3");
+    }
+
+    fn upstream(url: &str) -> Upstream {
+        let cfg = crate::config::Upstream {
+            url: url.parse().unwrap(),
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+        };
+        Upstream::new(&cfg).unwrap()
+    }
+
+    #[tokio::test]
+    async fn uri_keeps_path_and_query_bytes_and_adds_the_prefix() {
+        let raw = "/a/%2F/%7e//../b?x=%20&y";
+        let up = upstream("http://127.0.0.1:1");
+        assert_eq!(
+            up.upstream_uri(&raw.parse().unwrap()).unwrap().to_string(),
+            format!("http://127.0.0.1:1{raw}")
+        );
+        let up = upstream("http://h:2/base/");
+        assert_eq!(
+            up.upstream_uri(&raw.parse().unwrap()).unwrap().to_string(),
+            format!("http://h:2/base{raw}")
+        );
+        assert!(Upstream::new(&crate::config::Upstream {
+            url: "/only/path".parse().unwrap(),
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+        })
+        .is_err());
+    }
+}

@@ -1,8 +1,8 @@
 """The database's own limit: the gate's SQL without the gateway (pgbench; a sqlite3 loop).
 
 Scripts live in bench/sql/{postgres,sqlite}/ (format: bench/sql/README.md). The schema comes from
-the gateway's own migrations (`approval-gateway migrate` on a fresh database), so the statements
-run against exactly the tables and indexes the gateway uses."""
+the repo's migrations/ (what the gateway migrates to), so the statements run against exactly the
+tables and indexes the gateway uses."""
 
 import glob
 import os
@@ -88,9 +88,19 @@ class Baselines:
             self._migrate(f"sqlite://{self.sqlite_path}", "migrate-sqlite")
 
     def _migrate(self, url, name):
-        conf = setup.gateway_conf(self.ctx.run_dir, name, 1, 2, 3, url)
-        subprocess.run([self.ctx.gw_bin, "migrate", "--config", conf], check=True, timeout=120,
-                       capture_output=True)
+        """Apply the repo's migrations/ files in order: the very schema the gateway migrates to
+        (without sqlx's bookkeeping table, which the statements never touch)."""
+        kind = "postgres" if url.startswith("postgres") else "sqlite"
+        files = sorted(glob.glob(os.path.join(setup.REPO, "migrations", kind, "*.sql")))
+        if not files:
+            raise RuntimeError(f"no migrations in migrations/{kind}/")
+        for fn in files:
+            if kind == "postgres":
+                _psql(url, "-f", fn)
+            else:
+                with open(fn) as f, sqlite3.connect(url[len("sqlite://"):]) as db:
+                    db.executescript(f.read())
+        log(f"{name}: schema from {len(files)} migration file(s)")
 
     def run(self, store, rep, conns):
         out = []

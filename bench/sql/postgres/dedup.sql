@@ -1,5 +1,6 @@
 -- (b) retry of a pending request, statement for statement as the store sends it
--- (src/store/postgres.rs consume_or_create -> ops::consume, ops::open_pending -> reuse).
+-- (src/store/postgres.rs consume_or_create -> ops::consume, ops::open_pending -> reuse; with a
+-- quorum of one the decisions query is skipped).
 -- 1. consume attempt (finds nothing: the identity is pending)
 WITH c AS (
   UPDATE approvals SET status = 'consumed', consumed_at = now()
@@ -21,6 +22,3 @@ FROM approvals WHERE scope = :run::text || '-' || :client_id AND action = 'delet
 -- 3. audit the retry
 INSERT INTO approval_events (approval_id, event, actor, via, detail, at)
 VALUES (:p_id, 'deduplicated', 'bench-agent', 'gateway', '{}', now());
--- 4. its decisions
-SELECT approval_id, approver, decision, comment, decided_at FROM approval_decisions
-WHERE approval_id = ANY(ARRAY[:p_id]::uuid[]) ORDER BY decided_at, approver;

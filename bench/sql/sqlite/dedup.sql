@@ -1,4 +1,5 @@
--- (b) retry of a pending request, as the store sends it: one transaction.
+-- (b) retry of a pending request, as the store sends it: one transaction (with a quorum of one
+-- the decisions query is skipped).
 BEGIN;
 UPDATE approvals SET status = 'consumed', consumed_at = :now
 WHERE id = (SELECT id FROM approvals WHERE scope = '@RUN@-dedup' AND action = 'delete_workspace'
@@ -12,6 +13,4 @@ WHERE scope = '@RUN@-dedup' AND action = 'delete_workspace' AND request_hash = '
   AND status = 'pending';
 INSERT INTO approval_events (approval_id, event, actor, via, detail, at)
 VALUES (:aid, 'deduplicated', 'bench-agent', 'gateway', '{}', :now) RETURNING id;
-SELECT approver, decision, comment, decided_at FROM approval_decisions
-WHERE approval_id = :aid ORDER BY decided_at, approver;
 COMMIT

@@ -88,7 +88,7 @@ def run(ctx, notes):
                 notes.append(f"gated {store}: gateway did not start: {e}")
         baselines = dbbase.Baselines(ctx, notes)
         for rep in range(ctx.gated_reps):
-            for conns in ctx.conns:
+            for conns in ctx.gated_conns:
                 for store, gw in gws.items():
                     try:
                         _one_store(ctx, store, gw, rep, conns, out)

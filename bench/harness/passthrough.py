@@ -109,9 +109,11 @@ def run(ctx):
     out = {"targets": {}, "unavailable": missing, "runs": [], "perf_supported": ctx.perf}
     try:
         for t in tgs:
+            start = procs.mem_kb(t.server.pids()) if t.server else None
             loadgen.wrk(t.url(), 32, ctx.warmup, max_threads=ctx.wrk_threads)  # warm-up
             mem = procs.mem_kb(t.server.pids()) if t.server else None
-            out["targets"][t.name] = {"label": t.label, "idle_mem_after_warmup": mem}
+            out["targets"][t.name] = {"label": t.label, "idle_mem_at_start": start,
+                                      "idle_mem_after_warmup": mem}
         for rep in range(ctx.reps):
             for conns in ctx.conns:
                 for t in tgs:

@@ -48,13 +48,15 @@ def passthrough_section(pt, labels):
                 f"| {_r(ratio(med(s['proxy_cpu_us']), med(ng.get('proxy_cpu_us'))))} "
                 f"| {_r(ratio(med(s['rps']), med(dr.get('rps'))))} | {s['errors']} |")
         lines.append("")
-    lines += ["Idle memory of each proxy after warm-up (sum over its processes):", "",
-              "| target | RSS MiB | PSS MiB |", "|---|---|---|"]
+    lines += ["Idle memory of each proxy (sum over its processes; PSS splits shared pages):", "",
+              "| target | RSS MiB at start | RSS MiB after warm-up | PSS MiB after warm-up |",
+              "|---|---|---|---|"]
     for t in ORDER:
-        m = pt["targets"].get(t, {}).get("idle_mem_after_warmup")
+        info = pt["targets"].get(t, {})
+        m, s0 = info.get("idle_mem_after_warmup"), info.get("idle_mem_at_start")
         if m:
-            lines.append(f"| {labels.get(t, t)} | {m['rss_kb'] / 1024:.1f} "
-                         f"| {m['pss_kb'] / 1024:.1f} |")
+            lines.append(f"| {labels.get(t, t)} | {s0['rss_kb'] / 1024 if s0 else 0:.1f} "
+                         f"| {m['rss_kb'] / 1024:.1f} | {m['pss_kb'] / 1024:.1f} |")
     lines.append("")
     return lines, summ
 

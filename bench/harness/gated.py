@@ -42,7 +42,11 @@ def _one_store(ctx, store, gw, rep, conns, out):
     gated_http.delete(gw.port, f"/workspaces/{prefix}-dedup", ctx.gated_token)
     runs.append(("dedup", _gateway_run(ctx, gw, "dedup", conns, prefix, d)))
     t0 = time.monotonic()
-    approved = gated_http.approve_all(gw.admin_port, pairs, ctx.approver_token)
+    if gated_http.api_available(gw.admin_port, ctx.approver_token):
+        approved, via = gated_http.approve_all(gw.admin_port, pairs, ctx.approver_token), "api"
+    else:
+        approved = gated_http.approve_cli(ctx.gw_bin, gw.config, gw.env, pairs)
+        via = "cli"
     approve_s = time.monotonic() - t0
     ids_file = os.path.join(ctx.run_dir, f"ids-{prefix}.txt")
     with open(ids_file, "w") as f:
@@ -50,6 +54,7 @@ def _one_store(ctx, store, gw, rep, conns, out):
     cons = _gateway_run(ctx, gw, "consume", conns, prefix, max(1, d // 3), ids_file)
     cons["pool"] = len(approved)
     cons["approve_rate"] = len(approved) / approve_s if approve_s > 0 else None
+    cons["approved_via"] = via
     runs.append(("consume", cons))
     for path, r in runs:
         r.pop("pairs", None)

@@ -27,6 +27,41 @@ def delete(port, path, token):
         c.close()
 
 
+def approve_cli(gw_bin, config, env, pairs, threads=4, limit=3000):
+    """The operator CLI (`approvals approve ID --as NAME`), for when the admin API is absent:
+    one process per approval, `threads` at a time, at most `limit` approvals."""
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(p):
+        scope, _, aid = p.partition(" ")
+        r = subprocess.run([gw_bin, "approvals", "approve", aid, "--as", "bench-operator",
+                            "--config", config], env=env, capture_output=True, timeout=60,
+                           check=False)
+        return scope if r.returncode == 0 else None
+
+    with ThreadPoolExecutor(threads) as ex:
+        done = [s for s in ex.map(one, pairs[:limit]) if s]
+    if pairs and not done:
+        raise RuntimeError("approving through the CLI failed")
+    return done
+
+
+def api_available(admin_port, token):
+    """Is POST /v1/approvals/{id}/decisions routed? (404 for an unknown id has a problem body;
+    a missing route answers 404 too, so probe GET /v1/approvals instead.)"""
+    c = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=10)
+    try:
+        c.request("GET", "/v1/approvals?limit=1", headers={"Authorization": f"Bearer {token}"})
+        r = c.getresponse()
+        r.read()
+        return r.status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        c.close()
+
+
 def approve_all(admin_port, pairs, token, threads=4):
     """pairs: "scope approval_id" strings. Approves each; returns the scopes now approved."""
     body = json.dumps({"decision": "approve", "comment": "bench"})

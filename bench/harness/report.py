@@ -129,7 +129,8 @@ def chart(pt_summ, gated_summ, path, labels):
         ax.set_xticks([j + width * (len(tnames) - 1) / 2 for j in range(len(conns))])
         ax.set_xticklabels([f"{c} conn" for c in conns])
         ax.set_title(f"pass-through {title}")
-    axes[0].legend(fontsize=7)
+    if tnames:
+        axes[0].legend(fontsize=7)
     if gated_summ:
         gated_panel(axes[2], gated_summ)
     fig.suptitle("median of interleaved repetitions; whiskers = min–max", fontsize=9)

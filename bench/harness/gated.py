@@ -75,7 +75,8 @@ def run(ctx, notes):
         f"Gateway with the flag on, wrk with `bench/wrk/gated.lua`, medians of {ctx.gated_reps} "
         f"interleaved repetitions (stores and paths alternate), {ctx.gated_duration} s per run "
         f"((c): {max(1, ctx.gated_duration // 3)} s, consuming the approvals (a) created, "
-        "approved through the admin API in between). Database alone: the same statements "
+        "approved in between through the admin API, or the operator CLI while the API is not "
+        "routed). Database alone: the same statements "
         "(bench/sql/) via `pgbench -M prepared` at the same concurrency, and a Python sqlite3 "
         "loop on one connection as the store's pool has. Rates count only the expected answers "
         "(202 for a/b, 200 for c).", ""]}

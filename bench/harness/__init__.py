@@ -1,0 +1,1 @@
+"""Benchmark harness for approval-gateway (issue 5). Entry point: bench/run."""

@@ -7,12 +7,12 @@ WORKDIR /src
 # Cache dependencies: build a dummy crate with the real manifest first.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
-    && cargo build --release --locked \
+    && cargo build --profile dist --locked \
     && rm -rf src
 COPY src ./src
 COPY migrations ./migrations
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked \
-    && cp target/release/approval-gateway /approval-gateway
+RUN touch src/main.rs src/lib.rs && cargo build --profile dist --locked \
+    && cp target/dist/approval-gateway /approval-gateway
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \

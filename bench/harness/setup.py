@@ -50,8 +50,8 @@ def build_upstream():
 
 
 def build_gateway():
-    cargo(["build", "--release", "--bin", "approval-gateway"], cwd=REPO)
-    return os.path.join(REPO, "target", "release", "approval-gateway")
+    cargo(["build", "--profile", "dist", "--bin", "approval-gateway"], cwd=REPO)
+    return os.path.join(REPO, "target", "dist", "approval-gateway")
 
 
 def render(template, values, dest):

@@ -18,8 +18,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::forward::Downstream;
@@ -101,4 +101,81 @@ fn serve_connection(
             tracing::debug!(peer = %addr, error = %e, "downstream connection ended with an error");
         }
     });
+}
+
+/// The data plane running on its own threads (see [`serve_sharded`]).
+#[derive(Debug)]
+pub struct Sharded {
+    /// The address all shards listen on (the real port when `addr` had port 0).
+    pub local_addr: SocketAddr,
+    done: Vec<oneshot::Receiver<()>>,
+}
+
+impl Sharded {
+    /// Wait until every shard has drained and stopped.
+    pub async fn join(self) {
+        for done in self.done {
+            // A shard that panicked drops its sender: it is stopped all the same.
+            let _ = done.await;
+        }
+    }
+}
+
+/// Serve `proxy` on `shards` threads, each running its own single-threaded runtime and its own
+/// `SO_REUSEPORT` listener on `addr` (the kernel spreads connections over them). A connection,
+/// its handling and its upstream connections then stay on one thread: no cross-thread wake-ups,
+/// no work-stealing bookkeeping, and the upstream pool's thread-local stacks are hit every time.
+/// The cost: no stealing either, so one slow shard cannot borrow an idle core. Each shard stops
+/// accepting once `shutdown` turns `true` (or its sender is dropped) and drains like [`serve`].
+/// Binding happens here, so a bad address fails before any thread starts.
+pub fn serve_sharded(
+    addr: SocketAddr,
+    shards: usize,
+    proxy: Proxy,
+    shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) -> std::io::Result<Sharded> {
+    let first = reuseport_socket(addr)?;
+    let local_addr = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..shards.max(1) {
+        sockets.push(reuseport_socket(local_addr)?);
+    }
+    let mut done = Vec::with_capacity(sockets.len());
+    for (i, socket) in sockets.into_iter().enumerate() {
+        let (tx, rx) = oneshot::channel();
+        done.push(rx);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (proxy, mut stop) = (proxy.clone(), shutdown.clone());
+        std::thread::Builder::new()
+            .name(format!("proxy-shard-{i}"))
+            .spawn(move || {
+                rt.block_on(async move {
+                    let listener = match socket.listen(1024) {
+                        Ok(l) => l,
+                        Err(e) => return tracing::error!(error = %e, "shard listen failed"),
+                    };
+                    let stopped = async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    };
+                    serve(listener, proxy, stopped, drain).await;
+                });
+                let _ = tx.send(());
+            })?;
+    }
+    Ok(Sharded { local_addr, done })
+}
+
+fn reuseport_socket(addr: SocketAddr) -> std::io::Result<TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
 }

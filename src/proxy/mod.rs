@@ -12,6 +12,7 @@
 pub mod body;
 pub mod forward;
 pub mod listener;
+pub mod pool;
 pub mod respond;
 
 use std::convert::Infallible;

@@ -1,0 +1,182 @@
+//! Stage 6 helper: keep-alive HTTP/1.1 connections to the upstream, pooled per thread.
+//!
+//! Input: the upstream's `host:port` and connect timeout. Output: a ready
+//! [`SendRequest`] (an idle pooled connection, else a new one) and, once a response body has been
+//! read to its end, the connection handed back ([`Lease`]). Why not hyper-util's legacy `Client`:
+//! per request it boxes futures, locks a shared pool keyed by a hashed `(scheme, authority)`, and
+//! spawns a task to wait until the connection is reusable. Here a checkout is a pop from a
+//! thread-local stack and a hand-back a push, with no lock, no allocation and no task in the
+//! common case; on a runtime with one thread per shard a request never leaves its thread.
+//! Invariants: only connections whose last response body was read to its end (and whose
+//! `SendRequest` is ready) are reused; a connection idle for [`POOL_IDLE`] is closed instead of
+//! reused; at most [`MAX_IDLE`] idle connections per upstream per thread.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::body::ProxyBody;
+
+/// Idle upstream connections are closed after this, below common upstream idle timeouts so
+/// the pool rarely hands out a connection the upstream is closing.
+pub const POOL_IDLE: Duration = Duration::from_secs(30);
+
+/// Idle connections kept per upstream per thread; more are closed when handed back.
+pub const MAX_IDLE: usize = 256;
+
+/// Why a new upstream connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect timed out")]
+    Timeout,
+    #[error("connect failed")]
+    Io(#[source] std::io::Error),
+    #[error("http/1.1 handshake failed")]
+    Handshake(#[source] hyper::Error),
+}
+
+type Sender = SendRequest<ProxyBody>;
+
+struct Idle {
+    tx: Sender,
+    since: Instant,
+}
+
+/// One upstream's idle connections on this thread.
+struct Shelf {
+    pool: u64,
+    conns: Vec<Idle>,
+}
+
+thread_local! {
+    static SHELVES: RefCell<Vec<Shelf>> = const { RefCell::new(Vec::new()) };
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// The connection pool of one upstream (its idle connections live in thread-locals).
+#[derive(Debug, Clone)]
+pub struct Pool {
+    key: PoolKey,
+    /// `host:port`, resolved at each connect (an IP literal resolves without a lookup).
+    addr: String,
+    connect_timeout: Duration,
+}
+
+/// Which pool a connection goes back to.
+#[derive(Debug, Clone, Copy)]
+struct PoolKey(u64);
+
+impl Pool {
+    pub fn new(addr: String, connect_timeout: Duration) -> Self {
+        Self {
+            key: PoolKey(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
+            addr,
+            connect_timeout,
+        }
+    }
+
+    /// A ready idle connection of this thread, if any (stale ones are dropped, i.e. closed).
+    pub fn take_idle(&self) -> Option<Sender> {
+        let now = Instant::now();
+        SHELVES.with_borrow_mut(|shelves| {
+            let shelf = shelves.iter_mut().find(|s| s.pool == self.key.0)?;
+            while let Some(idle) = shelf.conns.pop() {
+                if now.duration_since(idle.since) >= POOL_IDLE {
+                    // The stack is newest-on-top: everything below is older still.
+                    shelf.conns.clear();
+                    return None;
+                }
+                if idle.tx.is_ready() {
+                    return Some(idle.tx);
+                }
+            }
+            None
+        })
+    }
+
+    /// Open a new connection and spawn its driver task (upgrades enabled, for tunnels).
+    pub async fn connect(&self) -> Result<Sender, ConnectError> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&*self.addr))
+            .await
+            .map_err(|_| ConnectError::Timeout)?
+            .map_err(ConnectError::Io)?;
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "upstream set_nodelay failed");
+        }
+        let (tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(ConnectError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(tx)
+    }
+
+    /// A lease that hands `tx` back to this pool once its response body is read to the end.
+    pub fn lease(&self, tx: Sender) -> Lease {
+        Lease { tx, key: self.key }
+    }
+}
+
+/// A connection out of the pool while its response body is relayed.
+#[derive(Debug)]
+pub struct Lease {
+    tx: Sender,
+    key: PoolKey,
+}
+
+impl Lease {
+    /// The response was read to its end: make the connection reusable. It normally is ready
+    /// at once; if not (e.g. the upstream answered before reading the whole request body), a
+    /// task waits for it, and a connection that closes meanwhile is dropped.
+    pub fn release(self) {
+        let Self { mut tx, key } = self;
+        if tx.is_ready() {
+            shelve(key, tx);
+        } else if !tx.is_closed() {
+            tokio::spawn(async move {
+                if tx.ready().await.is_ok() {
+                    shelve(key, tx);
+                }
+            });
+        }
+    }
+}
+
+fn shelve(key: PoolKey, tx: Sender) {
+    let now = Instant::now();
+    SHELVES.with_borrow_mut(|shelves| {
+        let shelf = match shelves.iter().position(|s| s.pool == key.0) {
+            Some(i) => &mut shelves[i],
+            None => {
+                shelves.push(Shelf {
+                    pool: key.0,
+                    conns: Vec::new(),
+                });
+                let last = shelves.len() - 1;
+                &mut shelves[last]
+            }
+        };
+        // Close connections that went stale at the bottom of the stack (never popped since).
+        if shelf
+            .conns
+            .first()
+            .is_some_and(|i| now.duration_since(i.since) >= POOL_IDLE)
+        {
+            shelf
+                .conns
+                .retain(|i| now.duration_since(i.since) < POOL_IDLE);
+        }
+        if shelf.conns.len() < MAX_IDLE {
+            shelf.conns.push(Idle { tx, since: now });
+        }
+    });
+}

@@ -415,3 +415,55 @@ async fn head_keeps_the_upstreams_content_length() {
     assert_eq!(parts.status, StatusCode::OK);
     assert_eq!(&body[..], b"twelve bytes");
 }
+
+#[tokio::test]
+async fn an_upstream_closing_its_connection_gets_a_new_one_next_time() {
+    let up = FakeUpstream::start().await;
+    up.set_reply(Reply::Fixed {
+        status: 200,
+        headers: vec![("connection", "close")],
+        body: Bytes::from_static(b"bye"),
+    });
+    let gw = gateway(&up.url(), Duration::from_secs(5)).await;
+    let mut c = connect(gw.addr).await;
+    for _ in 0..3 {
+        let (parts, body) = send(&mut c, get("/c")).await;
+        assert_eq!(parts.status, StatusCode::OK);
+        assert_eq!(&body[..], b"bye");
+    }
+    assert_eq!(up.connections(), 3);
+}
+
+#[tokio::test]
+async fn sharded_listeners_serve_every_connection_and_stop_on_shutdown() {
+    let up = FakeUpstream::start().await;
+    let cfg = approval_gateway::config::Upstream {
+        url: up.url().parse().unwrap(),
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(5),
+    };
+    let metrics = Arc::new(Metrics::new());
+    let proxy = Proxy::new(Upstream::new(&cfg).unwrap(), metrics.clone());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let shards = proxy::listener::serve_sharded(
+        "127.0.0.1:0".parse().unwrap(),
+        2,
+        proxy,
+        stopped,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    for _ in 0..8 {
+        let mut c = connect(shards.local_addr).await;
+        for _ in 0..2 {
+            let (parts, body) = send(&mut c, get("/s")).await;
+            assert_eq!(parts.status, StatusCode::OK);
+            assert_eq!(&body[..], b"ok");
+        }
+    }
+    assert_eq!(metrics.passthrough.get(), 16);
+    // Each shard keeps its own upstream connections: at most one per shard here.
+    assert!(up.connections() <= 2, "{} connections", up.connections());
+    stop.send(true).unwrap();
+    shards.join().await;
+}

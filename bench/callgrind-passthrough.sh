@@ -4,8 +4,10 @@
 # Each proxy runs under `valgrind --tool=callgrind` twice: once answering LOW keep-alive GETs on
 # one connection, once answering HIGH; (Ir(HIGH) - Ir(LOW)) / (HIGH - LOW) cancels start-up,
 # shutdown and warm-up. The upstream is an unmeasured nginx returning ~100 bytes of JSON.
-# Usage: bench/callgrind-passthrough.sh [THREADS]   (gateway worker threads, default 2)
-# Env: LOW (200), HIGH (2200), KEEP=1 keeps the callgrind.out files in $OUT (for callgrind_annotate).
+# Usage: bench/callgrind-passthrough.sh [THREADS]   (gateway threads, default 2)
+# Env: LOW (200), HIGH (2200), KEEP=1 keeps the callgrind.out files in $OUT (for callgrind_annotate),
+# VARIANTS="name:binary:mode ..." (default "sharded:$GW:sharded multi:$GW:multi"; mode as in
+# examples/passthrough.rs) to compare builds, e.g. one built from an older commit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${1:-2}
@@ -53,13 +55,21 @@ nginx -c "$OUT/up.conf" -p "$OUT" >/dev/null 2>&1 & UP_PID=$!
 trap 'kill $UP_PID 2>/dev/null || true' EXIT
 wait_port "$UP_PORT"
 
+VARIANTS=${VARIANTS:-"sharded:$GW:sharded multi:$GW:multi"}
 declare -A ir
-for round in "$LOW" "$HIGH"; do
+for round in "$LOW" "$HIGH"; do # interleaved: nginx, then each gateway variant, per round
   ir[nginx.$round]=$(measure nginx "$NGX_PORT" "$round" nginx -c "$OUT/ngx.conf" -p "$OUT")
-  ir[gateway.$round]=$(measure gateway "$GW_PORT" "$round" "$GW" "127.0.0.1:$GW_PORT" "http://127.0.0.1:$UP_PORT" "$THREADS")
+  for v in $VARIANTS; do
+    IFS=: read -r name bin mode <<<"$v"
+    ir[$name.$round]=$(measure "$name" "$GW_PORT" "$round" "$bin" "127.0.0.1:$GW_PORT" "http://127.0.0.1:$UP_PORT" "$THREADS" "$mode")
+  done
 done
 per() { echo $(( (ir[$1.$HIGH] - ir[$1.$LOW]) / (HIGH - LOW) )); }
-NG=$(per nginx); GWI=$(per gateway)
-RATIO=$(python3 -c "print(f'{$GWI/$NG:.2f}')")
-printf '{"nginx_ir_per_req": %d, "gateway_ir_per_req": %d, "ratio": %s, "gateway_threads": %d}\n' "$NG" "$GWI" "$RATIO" "$THREADS"
+NG=$(per nginx)
+printf '{"requests": %d, "gateway_threads": %d, "nginx": {"ir_per_req": %d}' "$((HIGH - LOW))" "$THREADS" "$NG"
+for v in $VARIANTS; do
+  name=${v%%:*}; n=$(per "$name")
+  printf ', "%s": {"ir_per_req": %d, "vs_nginx": %s}' "$name" "$n" "$(python3 -c "print(f'{$n/$NG:.3f}')")"
+done
+printf '}\n'
 [ "${KEEP:-0}" = 1 ] && echo "callgrind files in $OUT" >&2 || rm -rf "$OUT"

@@ -248,23 +248,47 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 
 /// Remove connection-specific fields in place: the fixed list and every field `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
+    // One pass of cheap name comparisons (standard names compare as enum tags) records which
+    // fixed-list fields are present; most messages carry none or only `Connection`, so this
+    // beats hashing and probing for each of the nine names.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        return;
+    }
+    if present & 1 != 0 {
+        // `HOP_BY_HOP[0]` is `Connection`: drop the fields it names. The usual tokens
+        // (`keep-alive`, `close`, `upgrade`) are on the fixed list or name no field, so the
+        // list of other names is only allocated when there are some.
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .map(str::trim)
+            .filter(|t| !t.eq_ignore_ascii_case("close") && !is_listed(t))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for name in named {
             headers.remove(name);
         }
     }
-    for name in HOP_BY_HOP {
-        if headers.contains_key(&name) {
+    for (i, name) in HOP_BY_HOP.into_iter().enumerate() {
+        if present & (1 << i) != 0 {
             headers.remove(name);
         }
     }
+}
+
+/// Whether a `Connection` token names a field of the fixed hop-by-hop list.
+fn is_listed(token: &str) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| h.as_str().eq_ignore_ascii_case(token))
 }
 
 /// Add `ours` to a list header: insert it when absent, else join with `, ` after the existing

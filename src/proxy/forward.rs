@@ -118,7 +118,7 @@ impl Upstream {
         let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
         let started = Instant::now();
-        let result = tokio::time::timeout(self.request_timeout, self.send(req)).await;
+        let result = tokio::time::timeout(self.request_timeout, self.send(req, started)).await;
         metrics
             .upstream_duration
             .observe(started.elapsed().as_secs_f64());
@@ -151,8 +151,9 @@ impl Upstream {
     async fn send(
         &self,
         req: Request<ProxyBody>,
+        now: Instant,
     ) -> Result<(SendRequest<ProxyBody>, Response<Incoming>), ProxyError> {
-        let req = match self.pool.take_idle() {
+        let req = match self.pool.take_idle(now) {
             Some(mut tx) => match tx.try_send_request(req).await {
                 Ok(resp) => return Ok((tx, resp)),
                 Err(mut e) => match e.take_message() {
@@ -238,12 +239,7 @@ fn prepare_request(req: &mut Request<ProxyBody>, down: &Downstream) -> Option<He
 
 /// Whether a `Connection` header lists `token` (case-insensitive).
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// Remove connection-specific fields in place: the fixed list and every field `Connection` names.
@@ -260,18 +256,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if present == 0 {
         return;
     }
-    if present & 1 != 0 {
-        // `HOP_BY_HOP[0]` is `Connection`: drop the fields it names. The usual tokens
-        // (`keep-alive`, `close`, `upgrade`) are on the fixed list or name no field, so the
-        // list of other names is only allocated when there are some.
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| !t.eq_ignore_ascii_case("close") && !is_listed(t))
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+    // `HOP_BY_HOP[0]` is `Connection`: drop the fields it names. The usual tokens (`keep-alive`,
+    // `close`, `upgrade`) are on the fixed list or name no field, so the list of other names is
+    // only built when there are some.
+    if present & 1 != 0 && connection_tokens(headers).any(names_other_field) {
+        let named: Vec<HeaderName> = connection_tokens(headers)
+            .filter(|t| names_other_field(t))
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
             .collect();
         for name in named {
             headers.remove(name);
@@ -284,29 +275,44 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Whether a `Connection` token names a field of the fixed hop-by-hop list.
-fn is_listed(token: &str) -> bool {
-    HOP_BY_HOP
+/// The comma-separated tokens of every `Connection` line, trimmed.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(header::CONNECTION)
         .iter()
-        .any(|h| h.as_str().eq_ignore_ascii_case(token))
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+}
+
+/// Whether a `Connection` token names a field beyond the fixed hop-by-hop list.
+fn names_other_field(token: &[u8]) -> bool {
+    !token.is_empty()
+        && !token.eq_ignore_ascii_case(b"close")
+        && !HOP_BY_HOP
+            .iter()
+            .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(token))
 }
 
 /// Add `ours` to a list header: insert it when absent, else join with `, ` after the existing
 /// values (one line, since some upstreams read only the first line).
 fn append_forwarded(headers: &mut HeaderMap, name: HeaderName, ours: &HeaderValue) {
-    let mut existing = headers.get_all(&name).iter().peekable();
-    if existing.peek().is_none() {
-        headers.insert(name, ours.clone());
-        return;
-    }
+    // One lookup: `entry` hashes the name once for both the check and the insert.
+    let mut entry = match headers.entry(name) {
+        header::Entry::Vacant(v) => {
+            v.insert(ours.clone());
+            return;
+        }
+        header::Entry::Occupied(o) => o,
+    };
     let mut buf = BytesMut::with_capacity(64);
-    for v in existing {
+    for v in entry.iter() {
         buf.put_slice(v.as_bytes());
         buf.put_slice(b", ");
     }
     buf.put_slice(ours.as_bytes());
     if let Ok(joined) = HeaderValue::from_maybe_shared(buf.freeze()) {
-        headers.insert(name, joined);
+        // `insert` replaces every existing line with the one joined line.
+        entry.insert(joined);
     }
 }
 
@@ -355,6 +361,19 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
+        let mut h = map(&[
+            ("connection", "Keep-Alive"),
+            ("connection", " upgrade ,, x-other"),
+            ("keep-alive", "timeout=5"),
+            ("upgrade", "websocket"),
+            ("x-other", "1"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        let mut h = map(&[("x-kept", "yes"), ("host", "h")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
     }
 
     #[test]

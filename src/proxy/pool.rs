@@ -81,12 +81,12 @@ impl Pool {
     }
 
     /// A ready idle connection of this thread, if any (stale ones are dropped, i.e. closed).
-    pub fn take_idle(&self) -> Option<Sender> {
-        let now = Instant::now();
+    /// `now` is the caller's clock reading (it has one already for its metrics).
+    pub fn take_idle(&self, now: Instant) -> Option<Sender> {
         SHELVES.with_borrow_mut(|shelves| {
             let shelf = shelves.iter_mut().find(|s| s.pool == self.key.0)?;
             while let Some(idle) = shelf.conns.pop() {
-                if now.duration_since(idle.since) >= POOL_IDLE {
+                if now.saturating_duration_since(idle.since) >= POOL_IDLE {
                     // The stack is newest-on-top: everything below is older still.
                     shelf.conns.clear();
                     return None;

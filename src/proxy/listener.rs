@@ -40,6 +40,9 @@ pub async fn serve(
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))
+        // Flatten head and body into one buffer and one `write`: cheaper than `writev` for the
+        // small messages an API carries (measured with bench/callgrind-passthrough.sh).
+        .writev(false)
         .keep_alive(true);
     tokio::pin!(shutdown);
     loop {

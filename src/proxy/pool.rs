@@ -109,6 +109,8 @@ impl Pool {
             tracing::debug!(error = %e, "upstream set_nodelay failed");
         }
         let (tx, conn) = http1::Builder::new()
+            // One flattened `write` per request, as on the downstream side (see listener.rs).
+            .writev(false)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(ConnectError::Handshake)?;

@@ -153,7 +153,16 @@ impl Upstream {
         req: Request<ProxyBody>,
         now: Instant,
     ) -> Result<(SendRequest<ProxyBody>, Response<Incoming>), ProxyError> {
-        let req = match self.pool.take_idle(now) {
+        let idle = match self.pool.take_idle(now) {
+            Some(tx) if !tx.is_ready() => Some(
+                self.pool
+                    .ready_or_connect(tx)
+                    .await
+                    .map_err(ProxyError::UpstreamConnect)?,
+            ),
+            idle => idle,
+        };
+        let req = match idle {
             Some(mut tx) => match tx.try_send_request(req).await {
                 Ok(resp) => return Ok((tx, resp)),
                 Err(mut e) => match e.take_message() {

@@ -130,7 +130,8 @@ impl Sharded {
 /// no work-stealing bookkeeping, and the upstream pool's thread-local stacks are hit every time.
 /// The cost: no stealing either, so one slow shard cannot borrow an idle core. Each shard stops
 /// accepting once `shutdown` turns `true` (or its sender is dropped) and drains like [`serve`].
-/// Binding happens here, so a bad address fails before any thread starts.
+/// Binding happens here, so a bad address fails before any thread starts; it returns once
+/// every shard listens.
 pub fn serve_sharded(
     addr: SocketAddr,
     shards: usize,
@@ -144,7 +145,9 @@ pub fn serve_sharded(
     for _ in 1..shards.max(1) {
         sockets.push(reuseport_socket(local_addr)?);
     }
-    let mut done = Vec::with_capacity(sockets.len());
+    let shard_count = sockets.len();
+    let mut done = Vec::with_capacity(shard_count);
+    let (listening_tx, listening) = std::sync::mpsc::channel();
     for (i, socket) in sockets.into_iter().enumerate() {
         let (tx, rx) = oneshot::channel();
         done.push(rx);
@@ -152,14 +155,17 @@ pub fn serve_sharded(
             .enable_all()
             .build()?;
         let (proxy, mut stop) = (proxy.clone(), shutdown.clone());
+        let listening_tx = listening_tx.clone();
         std::thread::Builder::new()
             .name(format!("proxy-shard-{i}"))
             .spawn(move || {
                 rt.block_on(async move {
-                    let listener = match socket.listen(1024) {
-                        Ok(l) => l,
-                        Err(e) => return tracing::error!(error = %e, "shard listen failed"),
-                    };
+                    // `listen` registers with this shard's own reactor, so it happens here.
+                    let listener = socket.listen(1024);
+                    let reported = listener.as_ref().map(|_| ()).map_err(|e| e.kind());
+                    let _ = listening_tx.send(reported);
+                    drop(listening_tx);
+                    let Ok(listener) = listener else { return };
                     let stopped = async move {
                         let _ = stop.wait_for(|s| *s).await;
                     };
@@ -167,6 +173,12 @@ pub fn serve_sharded(
                 });
                 let _ = tx.send(());
             })?;
+    }
+    drop(listening_tx);
+    // Return only once every shard listens, so a client connecting right away is served.
+    // (A brief block of the caller's thread, at start-up only.)
+    for reported in listening.iter().take(shard_count) {
+        reported.map_err(std::io::Error::from)?;
     }
     Ok(Sharded { local_addr, done })
 }

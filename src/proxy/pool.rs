@@ -5,8 +5,7 @@
 //! read to its end, the connection handed back ([`Lease`]). Why not hyper-util's legacy `Client`:
 //! per request it boxes futures, locks a shared pool keyed by a hashed `(scheme, authority)`, and
 //! spawns a task to wait until the connection is reusable. Here a checkout is a pop from a
-//! thread-local stack and a hand-back a push, with no lock, no allocation and no task in the
-//! common case; on a runtime with one thread per shard a request never leaves its thread.
+//! thread-local stack and a hand-back a push, with no lock, no allocation and no task; on a runtime with one thread per shard a request never leaves its thread.
 //! Invariants: only connections whose last response body was read to its end (and whose
 //! `SendRequest` is ready) are reused; a connection idle for [`POOL_IDLE`] is closed instead of
 //! reused; at most [`MAX_IDLE`] idle connections per upstream per thread.
@@ -40,6 +39,13 @@ pub enum ConnectError {
 }
 
 type Sender = SendRequest<ProxyBody>;
+
+/// Which finished first in [`Pool::ready_or_connect`].
+enum Won {
+    Ready,
+    Closed,
+    Connected(Result<Sender, ConnectError>),
+}
 
 struct Idle {
     tx: Sender,
@@ -80,23 +86,58 @@ impl Pool {
         }
     }
 
-    /// A ready idle connection of this thread, if any (stale ones are dropped, i.e. closed).
-    /// `now` is the caller's clock reading (it has one already for its metrics).
+    /// An idle connection of this thread, if any: the newest ready one, else the newest one
+    /// whose driver has not caught up yet (for [`Pool::ready_or_connect`]). Stale and closed
+    /// ones are dropped, i.e. closed. `now` is the caller's clock reading (it has one already).
     pub fn take_idle(&self, now: Instant) -> Option<Sender> {
         SHELVES.with_borrow_mut(|shelves| {
-            let shelf = shelves.iter_mut().find(|s| s.pool == self.key.0)?;
-            while let Some(idle) = shelf.conns.pop() {
-                if now.saturating_duration_since(idle.since) >= POOL_IDLE {
-                    // The stack is newest-on-top: everything below is older still.
-                    shelf.conns.clear();
+            let conns = &mut shelves.iter_mut().find(|s| s.pool == self.key.0)?.conns;
+            // Newest first. A connection handed back a moment ago may not be ready yet (its
+            // driver has not yet seen the end of the response): skip it but keep it.
+            let mut i = conns.len();
+            let mut lagging = None;
+            while i > 0 {
+                i -= 1;
+                if now.saturating_duration_since(conns[i].since) >= POOL_IDLE {
+                    // Everything at and below `i` is older still: close them all.
+                    conns.drain(..=i);
                     return None;
                 }
-                if idle.tx.is_ready() {
-                    return Some(idle.tx);
+                if conns[i].tx.is_ready() {
+                    return Some(conns.remove(i).tx);
+                }
+                if conns[i].tx.is_closed() {
+                    conns.remove(i);
+                } else if lagging.is_none() {
+                    lagging = Some(i);
                 }
             }
-            None
+            lagging.map(|i| conns.remove(i).tx)
         })
+    }
+
+    /// `candidate` once it is ready to send, or a new connection if that is open first (then
+    /// `candidate` goes back to the pool). On a multi-threaded runtime the next request of a
+    /// client often arrives before the driver of its last upstream connection has seen the end
+    /// of the response; opening a new connection each time would pile up connections.
+    pub async fn ready_or_connect(&self, mut candidate: Sender) -> Result<Sender, ConnectError> {
+        let connect = self.connect();
+        tokio::pin!(connect);
+        let ready = std::future::poll_fn(|cx| candidate.poll_ready(cx));
+        let won = tokio::select! {
+            biased;
+            r = ready => r.map_or(Won::Closed, |()| Won::Ready),
+            c = &mut connect => Won::Connected(c),
+        };
+        match won {
+            Won::Ready => Ok(candidate),
+            Won::Connected(new) => {
+                shelve(self.key, candidate);
+                new
+            }
+            // The candidate closed: the new connection it is.
+            Won::Closed => connect.await,
+        }
     }
 
     /// Open a new connection and spawn its driver task (upgrades enabled, for tunnels).
@@ -136,19 +177,12 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// The response was read to its end: make the connection reusable. It normally is ready
-    /// at once; if not (e.g. the upstream answered before reading the whole request body), a
-    /// task waits for it, and a connection that closes meanwhile is dropped.
+    /// The response was read to its end: make the connection reusable. It is shelved even if
+    /// its driver has not caught up yet (on a multi-threaded runtime it often has not);
+    /// [`Pool::take_idle`] skips it until it is ready. No task, no wait.
     pub fn release(self) {
-        let Self { mut tx, key } = self;
-        if tx.is_ready() {
-            shelve(key, tx);
-        } else if !tx.is_closed() {
-            tokio::spawn(async move {
-                if tx.ready().await.is_ok() {
-                    shelve(key, tx);
-                }
-            });
+        if !self.tx.is_closed() {
+            shelve(self.key, self.tx);
         }
     }
 }

@@ -48,6 +48,9 @@ measure() { # name port count cmd... -> prints total Ir
   grep -m1 '^totals:\|^summary:' "$f" | awk '{print $2}'
 }
 
+for p in "$UP_PORT" "$NGX_PORT" "$GW_PORT"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "port $p is busy" >&2; exit 1; fi
+done
 mkdir -p "$OUT"
 conf bench/nginx-upstream.conf "$UP_PORT" "$OUT/up.conf"
 conf bench/nginx-callgrind.conf "$NGX_PORT" "$OUT/ngx.conf"

@@ -33,13 +33,15 @@ pub struct App {
     proxy_listener: TcpListener,
     admin_listener: TcpListener,
     reloader: Option<Arc<Reloader>>,
+    /// Serve the data plane on the caller's runtime instead of its own shard threads.
+    inline_proxy: bool,
 }
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let store = Store::open(&config.store.url).context("opening the approval store")?;
-        let proxy_listener = TcpListener::bind(config.listen.proxy)
-            .await
+        // SO_REUSEPORT: each proxy shard gets its own listener on this address (see `run`).
+        let proxy_listener = proxy::listener::bind_reuseport(config.listen.proxy)
             .with_context(|| format!("binding the proxy listener {}", config.listen.proxy))?;
         let admin_listener = TcpListener::bind(config.listen.admin)
             .await
@@ -55,6 +57,7 @@ impl App {
             proxy_listener,
             admin_listener,
             reloader: None,
+            inline_proxy: false,
         })
     }
 
@@ -68,6 +71,13 @@ impl App {
             Arc::clone(&self.metrics),
         );
         self.reloader = Some(Arc::new(reloader));
+        self
+    }
+
+    /// Serve the data plane on the runtime that calls [`App::run`] rather than on one
+    /// single-threaded runtime per core (tests that capture thread-local tracing output).
+    pub fn proxy_on_this_runtime(mut self) -> Self {
+        self.inline_proxy = true;
         self
     }
 
@@ -147,7 +157,28 @@ impl App {
         let admin_server = axum::serve(self.admin_listener, admin)
             .with_graceful_shutdown(stopped(stop_rx.clone()));
         let admin_task = tokio::spawn(async move { admin_server.await });
-        proxy::serve(self.proxy_listener, proxy, stopped(stop_rx)).await;
+        if self.inline_proxy {
+            proxy::serve(self.proxy_listener, proxy, stopped(stop_rx)).await;
+        } else {
+            // The data plane runs on one single-threaded runtime per core
+            // (`serve_sharded_from`): a connection, its handling and its upstream connections
+            // stay on one thread. The admin listener, the store's background work and the
+            // sweeper stay on this runtime.
+            let listener = self
+                .proxy_listener
+                .into_std()
+                .context("handing over the proxy listener")?;
+            let shards = proxy::listener::serve_sharded_from(
+                listener,
+                proxy_shards(),
+                proxy,
+                stop_rx.clone(),
+                proxy::DEFAULT_DRAIN,
+            )
+            .context("starting the proxy shards")?;
+            stopped(stop_rx).await;
+            shards.join().await;
+        }
 
         // The admin listener holds SSE streams open; give it a moment, then stop it.
         if tokio::time::timeout(Duration::from_secs(5), admin_task)
@@ -165,6 +196,15 @@ impl App {
         tracing::info!("approval-gateway stopped");
         Ok(())
     }
+}
+
+/// One proxy shard per available core (`GATEWAY_PROXY_THREADS` overrides).
+fn proxy_shards() -> usize {
+    std::env::var("GATEWAY_PROXY_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
 }
 
 /// Resolves once the shutdown flag is raised (or its sender is gone).

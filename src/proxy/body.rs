@@ -3,6 +3,8 @@
 //! An enum rather than a boxed trait object, so the pass-through path (an `Incoming` body
 //! forwarded as is) costs no allocation and no dynamic dispatch. `Full` carries bodies the
 //! gateway produced or buffered (problem bodies, the 202, a gated request's buffered body).
+//! `Upstream` is a response body from a pooled upstream connection: once it has been read to
+//! its end (or is dropped after that), the connection goes back to the pool.
 //!
 //! [`read_limited`] buffers a request body up to a cap, for the gated path only.
 
@@ -15,11 +17,14 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
+use super::pool::Lease;
+
 /// A streamed (`Incoming`), buffered (`Full`) or empty body.
 #[derive(Debug, Default)]
 pub enum ProxyBody {
     Incoming(Incoming),
     Full(Full<Bytes>),
+    Upstream(UpstreamBody),
     #[default]
     Empty,
 }
@@ -60,6 +65,7 @@ impl Body for ProxyBody {
             Self::Full(b) => Pin::new(b)
                 .poll_frame(cx)
                 .map(|o| o.map(|r| r.map_err(never))),
+            Self::Upstream(b) => b.poll_frame(cx),
             Self::Empty => Poll::Ready(None),
         }
     }
@@ -68,6 +74,7 @@ impl Body for ProxyBody {
         match self {
             Self::Incoming(b) => b.is_end_stream(),
             Self::Full(b) => b.is_end_stream(),
+            Self::Upstream(b) => b.body.is_end_stream(),
             Self::Empty => true,
         }
     }
@@ -76,7 +83,54 @@ impl Body for ProxyBody {
         match self {
             Self::Incoming(b) => b.size_hint(),
             Self::Full(b) => b.size_hint(),
+            Self::Upstream(b) => b.body.size_hint(),
             Self::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// An upstream response body holding its connection until the body has been read to its end.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    body: Incoming,
+    lease: Option<Lease>,
+}
+
+impl UpstreamBody {
+    pub fn new(body: Incoming, lease: Lease) -> Self {
+        Self {
+            body,
+            lease: Some(lease),
+        }
+    }
+
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.release(),
+            // A broken body leaves the connection unusable: close it.
+            Poll::Ready(Some(Err(_))) => drop(self.lease.take()),
+            _ => {}
+        }
+        polled
+    }
+
+    fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release();
+        }
+    }
+}
+
+impl Drop for UpstreamBody {
+    /// hyper stops polling a body that reports its end, so the hand-back happens here; a body
+    /// dropped before its end (the client went away) takes its connection with it.
+    fn drop(&mut self) {
+        if self.body.is_end_stream() {
+            self.release();
         }
     }
 }

@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 
-use super::body::ProxyBody;
+use super::body::{ProxyBody, UpstreamBody};
+use super::pool::Pool;
 use super::respond::ProxyError;
 use crate::metrics::Metrics;
 
@@ -43,10 +44,6 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
-/// Idle upstream connections are closed after this, below common upstream idle timeouts so
-/// the pool rarely hands out a connection the upstream is closing.
-const POOL_IDLE: Duration = Duration::from_secs(30);
-
 /// Facts about the downstream connection, computed once per connection.
 #[derive(Debug, Clone)]
 pub struct Downstream {
@@ -68,12 +65,12 @@ impl Downstream {
 #[error("upstream url `{0}` needs an http scheme and an authority")]
 pub struct UpstreamUrlError(pub String);
 
-/// The upstream: a pooled keep-alive client and the base URL's parts.
+/// The upstream: a pool of keep-alive connections and the base URL's parts.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, ProxyBody>,
-    scheme: Scheme,
-    authority: Authority,
+    pool: Pool,
+    /// The base URL's authority, sent as `Host` only when the client sent none.
+    host: HeaderValue,
     /// Base path prefix without a trailing `/`; empty for none.
     prefix: Bytes,
     request_timeout: Duration,
@@ -82,27 +79,21 @@ pub struct Upstream {
 impl Upstream {
     pub fn new(cfg: &crate::config::Upstream) -> Result<Self, UpstreamUrlError> {
         let bad = || UpstreamUrlError(cfg.url.to_string());
-        let scheme = cfg
-            .url
+        cfg.url
             .scheme()
             .filter(|s| *s == &Scheme::HTTP)
-            .ok_or_else(bad)?
-            .clone();
-        let authority = cfg.url.authority().ok_or_else(bad)?.clone();
+            .ok_or_else(bad)?;
+        let authority = cfg.url.authority().ok_or_else(bad)?;
+        let addr = format!(
+            "{}:{}",
+            authority.host(),
+            authority.port_u16().unwrap_or(80)
+        );
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| bad())?;
         let prefix = cfg.url.path().trim_end_matches('/');
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(cfg.connect_timeout));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .build(connector);
         Ok(Self {
-            client,
-            scheme,
-            authority,
+            pool: Pool::new(addr, cfg.connect_timeout),
+            host,
             prefix: Bytes::copy_from_slice(prefix.as_bytes()),
             request_timeout: cfg.request_timeout,
         })
@@ -120,20 +111,19 @@ impl Upstream {
             return Err(ProxyError::BadRequest("CONNECT is not supported".into()));
         }
         let upgrade = prepare_request(&mut req, down);
+        if !req.headers().contains_key(header::HOST) {
+            req.headers_mut().insert(header::HOST, self.host.clone());
+        }
         *req.uri_mut() = self.upstream_uri(req.uri())?;
         let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
         let started = Instant::now();
-        let result = tokio::time::timeout(self.request_timeout, self.client.request(req)).await;
+        let result = tokio::time::timeout(self.request_timeout, self.send(req, started)).await;
         metrics
             .upstream_duration
             .observe(started.elapsed().as_secs_f64());
-        let result = match result {
-            Err(_) => Err(ProxyError::UpstreamTimeout),
-            Ok(Err(e)) => Err(classify(e)),
-            Ok(Ok(resp)) => Ok(resp),
-        };
-        let mut resp = result.inspect_err(|e| {
+        let result = result.unwrap_or(Err(ProxyError::UpstreamTimeout));
+        let (tx, mut resp) = result.inspect_err(|e| {
             if let Some(kind) = e.upstream_kind() {
                 metrics.upstream_error(kind);
             }
@@ -142,17 +132,57 @@ impl Upstream {
         strip_hop_by_hop(resp.headers_mut());
         match (upgrade, downstream_upgrade) {
             (Some(proto), Some(down_up)) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                // The connection becomes the tunnel: it never goes back to the pool.
                 let up_up = hyper::upgrade::on(&mut resp);
                 resp.headers_mut().insert(header::CONNECTION, UPGRADE_TOKEN);
                 resp.headers_mut().entry(header::UPGRADE).or_insert(proto);
                 tokio::spawn(tunnel(down_up, up_up));
+                Ok(resp.map(ProxyBody::Incoming))
             }
-            _ => {}
+            _ => {
+                let lease = self.pool.lease(tx);
+                Ok(resp.map(|b| ProxyBody::Upstream(UpstreamBody::new(b, lease))))
+            }
         }
-        Ok(resp.map(ProxyBody::Incoming))
     }
 
-    /// Base scheme + authority + base path prefix + the request's path and query, as sent.
+    /// Send `req` on an idle pooled connection, else on a new one. A pooled connection the
+    /// upstream closed before the request went out is retried once on a new connection.
+    async fn send(
+        &self,
+        req: Request<ProxyBody>,
+        now: Instant,
+    ) -> Result<(SendRequest<ProxyBody>, Response<Incoming>), ProxyError> {
+        let idle = match self.pool.take_idle(now) {
+            Some(tx) if !tx.is_ready() => Some(
+                self.pool
+                    .ready_or_connect(tx)
+                    .await
+                    .map_err(ProxyError::UpstreamConnect)?,
+            ),
+            idle => idle,
+        };
+        let req = match idle {
+            Some(mut tx) => match tx.try_send_request(req).await {
+                Ok(resp) => return Ok((tx, resp)),
+                Err(mut e) => match e.take_message() {
+                    Some(req) => req,
+                    None => return Err(classify(e.into_error())),
+                },
+            },
+            None => req,
+        };
+        let mut tx = self
+            .pool
+            .connect()
+            .await
+            .map_err(ProxyError::UpstreamConnect)?;
+        let resp = tx.send_request(req).await.map_err(classify)?;
+        Ok((tx, resp))
+    }
+
+    /// Origin form for the upstream: the base path prefix + the request's path and query, as
+    /// sent (the pooled connections are to the upstream already, so no scheme or authority).
     fn upstream_uri(&self, original: &Uri) -> Result<Uri, ProxyError> {
         let Some(pq) = original.path_and_query() else {
             return Err(ProxyError::BadRequest(
@@ -168,28 +198,17 @@ impl Upstream {
             PathAndQuery::from_maybe_shared(buf.freeze())
                 .map_err(|_| ProxyError::BadRequest("the request target is invalid".into()))?
         };
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(pq);
-        Uri::from_parts(parts)
-            .map_err(|_| ProxyError::BadRequest("the request target is invalid".into()))
+        Ok(Uri::from(pq))
     }
 }
 
 /// Which side failed: the client's own body erroring (it hung up mid-upload) surfaces as a
 /// hyper "user" error and is not the upstream's fault.
-fn classify(e: hyper_util::client::legacy::Error) -> ProxyError {
-    if e.is_connect() {
-        return ProxyError::UpstreamConnect(e);
-    }
+fn classify(e: hyper::Error) -> ProxyError {
     // hyper reports a failing request body as a user error whose cause is the body's own
     // error, here the downstream connection's `hyper::Error`.
-    let body_aborted = std::error::Error::source(&e)
-        .and_then(|s| s.downcast_ref::<hyper::Error>())
-        .filter(|h| h.is_user())
-        .and_then(std::error::Error::source)
-        .is_some_and(|cause| cause.is::<hyper::Error>());
+    let body_aborted = e.is_user()
+        && std::error::Error::source(&e).is_some_and(|cause| cause.is::<hyper::Error>());
     if body_aborted {
         tracing::debug!(error = %e, "client aborted its request body");
         return ProxyError::ClientAborted;
@@ -229,51 +248,80 @@ fn prepare_request(req: &mut Request<ProxyBody>, down: &Downstream) -> Option<He
 
 /// Whether a `Connection` header lists `token` (case-insensitive).
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// Remove connection-specific fields in place: the fixed list and every field `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+    // One pass of cheap name comparisons (standard names compare as enum tags) records which
+    // fixed-list fields are present; most messages carry none or only `Connection`, so this
+    // beats hashing and probing for each of the nine names.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        return;
+    }
+    // `HOP_BY_HOP[0]` is `Connection`: drop the fields it names. The usual tokens (`keep-alive`,
+    // `close`, `upgrade`) are on the fixed list or name no field, so the list of other names is
+    // only built when there are some.
+    if present & 1 != 0 && connection_tokens(headers).any(names_other_field) {
+        let named: Vec<HeaderName> = connection_tokens(headers)
+            .filter(|t| names_other_field(t))
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
             .collect();
         for name in named {
             headers.remove(name);
         }
     }
-    for name in HOP_BY_HOP {
-        if headers.contains_key(&name) {
+    for (i, name) in HOP_BY_HOP.into_iter().enumerate() {
+        if present & (1 << i) != 0 {
             headers.remove(name);
         }
     }
 }
 
+/// The comma-separated tokens of every `Connection` line, trimmed.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+}
+
+/// Whether a `Connection` token names a field beyond the fixed hop-by-hop list.
+fn names_other_field(token: &[u8]) -> bool {
+    !token.is_empty()
+        && !token.eq_ignore_ascii_case(b"close")
+        && !HOP_BY_HOP
+            .iter()
+            .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(token))
+}
+
 /// Add `ours` to a list header: insert it when absent, else join with `, ` after the existing
 /// values (one line, since some upstreams read only the first line).
 fn append_forwarded(headers: &mut HeaderMap, name: HeaderName, ours: &HeaderValue) {
-    let mut existing = headers.get_all(&name).iter().peekable();
-    if existing.peek().is_none() {
-        headers.insert(name, ours.clone());
-        return;
-    }
+    // One lookup: `entry` hashes the name once for both the check and the insert.
+    let mut entry = match headers.entry(name) {
+        header::Entry::Vacant(v) => {
+            v.insert(ours.clone());
+            return;
+        }
+        header::Entry::Occupied(o) => o,
+    };
     let mut buf = BytesMut::with_capacity(64);
-    for v in existing {
+    for v in entry.iter() {
         buf.put_slice(v.as_bytes());
         buf.put_slice(b", ");
     }
     buf.put_slice(ours.as_bytes());
     if let Ok(joined) = HeaderValue::from_maybe_shared(buf.freeze()) {
-        headers.insert(name, joined);
+        // `insert` replaces every existing line with the one joined line.
+        entry.insert(joined);
     }
 }
 
@@ -322,6 +370,19 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
+        let mut h = map(&[
+            ("connection", "Keep-Alive"),
+            ("connection", " upgrade ,, x-other"),
+            ("keep-alive", "timeout=5"),
+            ("upgrade", "websocket"),
+            ("x-other", "1"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        let mut h = map(&[("x-kept", "yes"), ("host", "h")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
     }
 
     #[test]
@@ -361,12 +422,14 @@ mod tests {
         let up = upstream("http://127.0.0.1:1");
         assert_eq!(
             up.upstream_uri(&raw.parse().unwrap()).unwrap().to_string(),
-            format!("http://127.0.0.1:1{raw}")
+            raw
         );
         let up = upstream("http://h:2/base/");
         assert_eq!(
-            up.upstream_uri(&raw.parse().unwrap()).unwrap().to_string(),
-            format!("http://h:2/base{raw}")
+            up.upstream_uri(&format!("http://client{raw}").parse().unwrap())
+                .unwrap()
+                .to_string(),
+            format!("/base{raw}")
         );
         assert!(Upstream::new(&crate::config::Upstream {
             url: "/only/path".parse().unwrap(),

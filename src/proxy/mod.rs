@@ -15,6 +15,7 @@ pub mod forward;
 mod gated;
 pub mod listener;
 mod pending;
+pub mod pool;
 pub mod respond;
 mod wait;
 

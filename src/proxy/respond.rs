@@ -91,11 +91,11 @@ fn build(status: StatusCode, headers: HeaderMap, body: Bytes) -> Response<ProxyB
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("upstream unreachable")]
-    UpstreamConnect(#[source] hyper_util::client::legacy::Error),
+    UpstreamConnect(#[source] super::pool::ConnectError),
     #[error("upstream did not answer within the request timeout")]
     UpstreamTimeout,
     #[error("upstream protocol error")]
-    UpstreamProtocol(#[source] hyper_util::client::legacy::Error),
+    UpstreamProtocol(#[source] hyper::Error),
     /// The client stopped sending its request body (hung up mid-upload): not an upstream fault.
     #[error("client aborted the request body")]
     ClientAborted,

@@ -32,6 +32,21 @@ struct Gateway {
     task: JoinHandle<()>,
 }
 
+/// The flag is off: a transparent proxy whose store is never touched (here: unreachable).
+fn flag_off_proxy(cfg: &approval_gateway::config::Upstream, metrics: &Arc<Metrics>) -> Proxy {
+    let policy = approval_gateway::config::parse("", &|_| None)
+        .unwrap()
+        .policy;
+    let store =
+        approval_gateway::store::Store::open("postgres://postgres@127.0.0.1:1/none").unwrap();
+    Proxy::new(
+        Upstream::new(cfg).unwrap(),
+        metrics.clone(),
+        Arc::new(arc_swap::ArcSwap::new(policy)),
+        store,
+    )
+}
+
 async fn gateway(upstream_url: &str, request_timeout: Duration) -> Gateway {
     gateway_with_drain(upstream_url, request_timeout, Duration::from_secs(10)).await
 }
@@ -47,18 +62,7 @@ async fn gateway_with_drain(
         request_timeout,
     };
     let metrics = Arc::new(Metrics::new());
-    // The flag is off: a transparent proxy whose store is never touched (here: unreachable).
-    let policy = approval_gateway::config::parse("", &|_| None)
-        .unwrap()
-        .policy;
-    let store =
-        approval_gateway::store::Store::open("postgres://postgres@127.0.0.1:1/none").unwrap();
-    let proxy = Proxy::new(
-        Upstream::new(&cfg).unwrap(),
-        metrics.clone(),
-        Arc::new(arc_swap::ArcSwap::new(policy)),
-        store,
-    );
+    let proxy = flag_off_proxy(&cfg, &metrics);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -425,4 +429,56 @@ async fn head_keeps_the_upstreams_content_length() {
     let (parts, body) = send(&mut c, get("/after")).await;
     assert_eq!(parts.status, StatusCode::OK);
     assert_eq!(&body[..], b"twelve bytes");
+}
+
+#[tokio::test]
+async fn an_upstream_closing_its_connection_gets_a_new_one_next_time() {
+    let up = FakeUpstream::start().await;
+    up.set_reply(Reply::Fixed {
+        status: 200,
+        headers: vec![("connection", "close")],
+        body: Bytes::from_static(b"bye"),
+    });
+    let gw = gateway(&up.url(), Duration::from_secs(5)).await;
+    let mut c = connect(gw.addr).await;
+    for _ in 0..3 {
+        let (parts, body) = send(&mut c, get("/c")).await;
+        assert_eq!(parts.status, StatusCode::OK);
+        assert_eq!(&body[..], b"bye");
+    }
+    assert_eq!(up.connections(), 3);
+}
+
+#[tokio::test]
+async fn sharded_listeners_serve_every_connection_and_stop_on_shutdown() {
+    let up = FakeUpstream::start().await;
+    let cfg = approval_gateway::config::Upstream {
+        url: up.url().parse().unwrap(),
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(5),
+    };
+    let metrics = Arc::new(Metrics::new());
+    let proxy = flag_off_proxy(&cfg, &metrics);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let shards = proxy::listener::serve_sharded(
+        "127.0.0.1:0".parse().unwrap(),
+        2,
+        proxy,
+        stopped,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    for _ in 0..8 {
+        let mut c = connect(shards.local_addr).await;
+        for _ in 0..2 {
+            let (parts, body) = send(&mut c, get("/s")).await;
+            assert_eq!(parts.status, StatusCode::OK);
+            assert_eq!(&body[..], b"ok");
+        }
+    }
+    assert_eq!(metrics.passthrough.get(), 16);
+    // Each shard keeps its own upstream connections: at most one per shard here.
+    assert!(up.connections() <= 2, "{} connections", up.connections());
+    stop.send(true).unwrap();
+    shards.join().await;
 }

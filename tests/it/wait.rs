@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use crate::support::db;
-use crate::support::gateway::{agent, start, Backend, Gateway};
+use crate::support::gateway::{agent, start, start_on_this_runtime, Backend, Gateway};
 
 const TTLS: Ttls = Ttls {
     pending: Duration::from_secs(3600),
@@ -297,7 +297,7 @@ async fn access_log_one_line_per_request_without_credentials() {
         .with_writer(out.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    let gw = start("enforce", Backend::Sqlite, "").await;
+    let gw = start_on_this_runtime("enforce", Backend::Sqlite, "").await;
     let token = agent();
     let plain = gw.client.get(gw.url("/health?x=1")).bearer_auth(&token);
     assert_eq!(plain.send().await.unwrap().status(), StatusCode::OK);

@@ -90,6 +90,16 @@ pub fn store_url(backend: &Backend) -> String {
 
 /// Start a gateway with `mode` as the flag value, `extra` TOML appended (e.g. `[gate]`).
 pub async fn start(mode: &str, backend: Backend, extra: &str) -> Gateway {
+    start_with(mode, backend, extra, false).await
+}
+
+/// Like [`start`], with the data plane on the test's own runtime instead of its own shard
+/// threads (for tests that capture thread-local tracing output).
+pub async fn start_on_this_runtime(mode: &str, backend: Backend, extra: &str) -> Gateway {
+    start_with(mode, backend, extra, true).await
+}
+
+async fn start_with(mode: &str, backend: Backend, extra: &str, inline: bool) -> Gateway {
     let upstream = FakeUpstream::start().await;
     let text = format!(
         "[listen]\nproxy = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
@@ -107,7 +117,10 @@ pub async fn start(mode: &str, backend: Backend, extra: &str) -> Gateway {
         _ => None,
     };
     let config = config::parse(&text, &env).unwrap_or_else(|e| panic!("test config: {e}"));
-    let app = App::build(config).await.expect("gateway builds");
+    let mut app = App::build(config).await.expect("gateway builds");
+    if inline {
+        app = app.proxy_on_this_runtime();
+    }
     let (proxy, admin, store) = (app.proxy_addr(), app.admin_addr(), app.store().clone());
     let metrics = Arc::clone(app.metrics());
     let (stop, stopped) = oneshot::channel::<()>();

@@ -1,0 +1,218 @@
+//! Stage 6 helper: keep-alive HTTP/1.1 connections to the upstream, pooled per thread.
+//!
+//! Input: the upstream's `host:port` and connect timeout. Output: a ready
+//! [`SendRequest`] (an idle pooled connection, else a new one) and, once a response body has been
+//! read to its end, the connection handed back ([`Lease`]). Why not hyper-util's legacy `Client`:
+//! per request it boxes futures, locks a shared pool keyed by a hashed `(scheme, authority)`, and
+//! spawns a task to wait until the connection is reusable. Here a checkout is a pop from a
+//! thread-local stack and a hand-back a push, with no lock, no allocation and no task; on a runtime with one thread per shard a request never leaves its thread.
+//! Invariants: only connections whose last response body was read to its end (and whose
+//! `SendRequest` is ready) are reused; a connection idle for [`POOL_IDLE`] is closed instead of
+//! reused; at most [`MAX_IDLE`] idle connections per upstream per thread.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::body::ProxyBody;
+
+/// Idle upstream connections are closed after this, below common upstream idle timeouts so
+/// the pool rarely hands out a connection the upstream is closing.
+pub const POOL_IDLE: Duration = Duration::from_secs(30);
+
+/// Idle connections kept per upstream per thread; more are closed when handed back.
+pub const MAX_IDLE: usize = 256;
+
+/// Why a new upstream connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect timed out")]
+    Timeout,
+    #[error("connect failed")]
+    Io(#[source] std::io::Error),
+    #[error("http/1.1 handshake failed")]
+    Handshake(#[source] hyper::Error),
+}
+
+type Sender = SendRequest<ProxyBody>;
+
+/// Which finished first in [`Pool::ready_or_connect`].
+enum Won {
+    Ready,
+    Closed,
+    Connected(Result<Sender, ConnectError>),
+}
+
+struct Idle {
+    tx: Sender,
+    since: Instant,
+}
+
+/// One upstream's idle connections on this thread.
+struct Shelf {
+    pool: u64,
+    conns: Vec<Idle>,
+}
+
+thread_local! {
+    static SHELVES: RefCell<Vec<Shelf>> = const { RefCell::new(Vec::new()) };
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// The connection pool of one upstream (its idle connections live in thread-locals).
+#[derive(Debug, Clone)]
+pub struct Pool {
+    key: PoolKey,
+    /// `host:port`, resolved at each connect (an IP literal resolves without a lookup).
+    addr: String,
+    connect_timeout: Duration,
+}
+
+/// Which pool a connection goes back to.
+#[derive(Debug, Clone, Copy)]
+struct PoolKey(u64);
+
+impl Pool {
+    pub fn new(addr: String, connect_timeout: Duration) -> Self {
+        Self {
+            key: PoolKey(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
+            addr,
+            connect_timeout,
+        }
+    }
+
+    /// An idle connection of this thread, if any: the newest ready one, else the newest one
+    /// whose driver has not caught up yet (for [`Pool::ready_or_connect`]). Stale and closed
+    /// ones are dropped, i.e. closed. `now` is the caller's clock reading (it has one already).
+    pub fn take_idle(&self, now: Instant) -> Option<Sender> {
+        SHELVES.with_borrow_mut(|shelves| {
+            let conns = &mut shelves.iter_mut().find(|s| s.pool == self.key.0)?.conns;
+            // Newest first. A connection handed back a moment ago may not be ready yet (its
+            // driver has not yet seen the end of the response): skip it but keep it.
+            let mut i = conns.len();
+            let mut lagging = None;
+            while i > 0 {
+                i -= 1;
+                if now.saturating_duration_since(conns[i].since) >= POOL_IDLE {
+                    // Everything at and below `i` is older still: close them all.
+                    conns.drain(..=i);
+                    return None;
+                }
+                if conns[i].tx.is_ready() {
+                    return Some(conns.remove(i).tx);
+                }
+                if conns[i].tx.is_closed() {
+                    conns.remove(i);
+                } else if lagging.is_none() {
+                    lagging = Some(i);
+                }
+            }
+            lagging.map(|i| conns.remove(i).tx)
+        })
+    }
+
+    /// `candidate` once it is ready to send, or a new connection if that is open first (then
+    /// `candidate` goes back to the pool). On a multi-threaded runtime the next request of a
+    /// client often arrives before the driver of its last upstream connection has seen the end
+    /// of the response; opening a new connection each time would pile up connections.
+    pub async fn ready_or_connect(&self, mut candidate: Sender) -> Result<Sender, ConnectError> {
+        let connect = self.connect();
+        tokio::pin!(connect);
+        let ready = std::future::poll_fn(|cx| candidate.poll_ready(cx));
+        let won = tokio::select! {
+            biased;
+            r = ready => r.map_or(Won::Closed, |()| Won::Ready),
+            c = &mut connect => Won::Connected(c),
+        };
+        match won {
+            Won::Ready => Ok(candidate),
+            Won::Connected(new) => {
+                shelve(self.key, candidate);
+                new
+            }
+            // The candidate closed: the new connection it is.
+            Won::Closed => connect.await,
+        }
+    }
+
+    /// Open a new connection and spawn its driver task (upgrades enabled, for tunnels).
+    pub async fn connect(&self) -> Result<Sender, ConnectError> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&*self.addr))
+            .await
+            .map_err(|_| ConnectError::Timeout)?
+            .map_err(ConnectError::Io)?;
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "upstream set_nodelay failed");
+        }
+        let (tx, conn) = http1::Builder::new()
+            // One flattened `write` per request, as on the downstream side (see listener.rs).
+            .writev(false)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(ConnectError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(tx)
+    }
+
+    /// A lease that hands `tx` back to this pool once its response body is read to the end.
+    pub fn lease(&self, tx: Sender) -> Lease {
+        Lease { tx, key: self.key }
+    }
+}
+
+/// A connection out of the pool while its response body is relayed.
+#[derive(Debug)]
+pub struct Lease {
+    tx: Sender,
+    key: PoolKey,
+}
+
+impl Lease {
+    /// The response was read to its end: make the connection reusable. It is shelved even if
+    /// its driver has not caught up yet (on a multi-threaded runtime it often has not);
+    /// [`Pool::take_idle`] skips it until it is ready. No task, no wait.
+    pub fn release(self) {
+        if !self.tx.is_closed() {
+            shelve(self.key, self.tx);
+        }
+    }
+}
+
+fn shelve(key: PoolKey, tx: Sender) {
+    let now = Instant::now();
+    SHELVES.with_borrow_mut(|shelves| {
+        let shelf = match shelves.iter().position(|s| s.pool == key.0) {
+            Some(i) => &mut shelves[i],
+            None => {
+                shelves.push(Shelf {
+                    pool: key.0,
+                    conns: Vec::new(),
+                });
+                let last = shelves.len() - 1;
+                &mut shelves[last]
+            }
+        };
+        // Close connections that went stale at the bottom of the stack (never popped since).
+        if shelf
+            .conns
+            .first()
+            .is_some_and(|i| now.duration_since(i.since) >= POOL_IDLE)
+        {
+            shelf
+                .conns
+                .retain(|i| now.duration_since(i.since) < POOL_IDLE);
+        }
+        if shelf.conns.len() < MAX_IDLE {
+            shelf.conns.push(Idle { tx, since: now });
+        }
+    });
+}

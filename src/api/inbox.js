@@ -49,16 +49,17 @@
     $("announcer").textContent = message;
   }
 
+  // "3 min ago" for the past, "in 24 hours" for the future (expiry).
   function ago(iso) {
     const t = Date.parse(iso);
     if (Number.isNaN(t)) return "";
-    const s = Math.max(0, Math.round((Date.now() - t) / 1000));
-    if (s < 45) return "just now";
+    const future = t > Date.now();
+    const s = Math.round(Math.abs(Date.now() - t) / 1000);
+    if (s < 45) return future ? "in under a minute" : "just now";
     const m = Math.round(s / 60);
-    if (m < 60) return m === 1 ? "1 min ago" : `${m} min ago`;
     const h = Math.round(m / 60);
-    if (h < 48) return h === 1 ? "1 hour ago" : `${h} hours ago`;
-    return `${Math.round(h / 24)} days ago`;
+    const span = m < 60 ? `${m} min` : h < 48 ? `${h} hour${h === 1 ? "" : "s"}` : `${Math.round(h / 24)} days`;
+    return future ? `in ${span}` : `${span} ago`;
   }
 
   function time(iso) {

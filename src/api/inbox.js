@@ -237,6 +237,7 @@
       apply(updated);
       announce(`${decision === "deny" ? "Denied" : "Approved"} ${a.action} on ${a.scope}: now ${updated.status}.`);
       render();
+      keepFocus(); // the focused button was disabled, then removed
     } catch (err) {
       if (err instanceof ApiError && err.status === 401) { authFailure(err); return; }
       const prefix = err instanceof ApiError
@@ -254,7 +255,12 @@
     const pending = [...state.pending.values()].sort(byNewest("created_at"));
     // Keep existing cards (and what the approver typed); rebuild only the changed parts.
     const existing = new Map([...list.children].map((li) => [li.dataset.id, li]));
-    for (const [id, li] of existing) if (!state.pending.has(id)) li.remove();
+    let lostFocus = false;
+    for (const [id, li] of existing) {
+      if (state.pending.has(id)) continue;
+      lostFocus = lostFocus || li.contains(document.activeElement);
+      li.remove();
+    }
     let previous = null;
     for (const a of pending) {
       let li = existing.get(a.id);
@@ -274,6 +280,14 @@
     $("pending-count").textContent = String(pending.length);
     $("pending-empty").hidden = pending.length > 0;
     renderHistory();
+    if (lostFocus) keepFocus();
+  }
+
+  // A decided card leaves the list; keep keyboard users in the list rather than on <body>.
+  function keepFocus() {
+    if (document.activeElement && document.activeElement !== document.body) return;
+    const next = document.querySelector("#pending-list input");
+    (next || $("pending-title")).focus();
   }
 
   function refreshCard(li, a) {

@@ -143,6 +143,8 @@ async function run(page) {
   await page.keyboard.press("Enter");
   await card.waitFor({ state: "detached" });
   await waitText(page.locator("#pending-count"), "1");
+  const focused = await page.evaluate(() => document.activeElement.id);
+  assert.match(focused, /^a-.*-comment$/, "focus moves to the next pending card's comment field");
 
   step("it shows in history as approved by the approver");
   const row = page.locator("#history-body tr").filter({ hasText: "ws-browser-1" });

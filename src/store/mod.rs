@@ -12,6 +12,17 @@
 use std::fmt;
 use std::time::Duration;
 
+mod common;
+mod handle;
+pub mod postgres;
+mod postgres_decide;
+mod postgres_ops;
+pub mod sqlite;
+mod sqlite_decide;
+mod sqlite_ops;
+
+pub use handle::Store;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -291,6 +302,9 @@ pub enum StoreError {
     Url(String),
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// `ListFilter.cursor` was not one this store produced (the API answers 400).
+    #[error("invalid list cursor")]
+    InvalidCursor,
 }
 
 /// The approval store. Implementations: `sqlite::SqliteStore`, `postgres::PgStore`.

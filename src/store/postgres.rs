@@ -1,0 +1,356 @@
+//! The production backend: Postgres through sqlx, shared by several gateway replicas.
+//!
+//! Inputs: a `postgres://` URL. Outputs: the `ApprovalStore` operations, and (once started) a
+//! listener task that turns `NOTIFY approval_events, '<id>'` (sent by a trigger at commit, from
+//! every replica) into `AuditEvent`s on the handle's broadcast feed.
+//!
+//! Invariants: single use across replicas — the consume `UPDATE` locks its candidate with
+//! `FOR UPDATE SKIP LOCKED` and repeats the state conditions in the outer `WHERE`, so a session
+//! that waited on, or skipped, a row another session is consuming consumes nothing
+//! (BASELINES.md's trap). One pending row per identity comes from the partial unique index.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Weak;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row as _};
+use tokio::sync::broadcast;
+
+use super::common::{self, classify, Row};
+use super::postgres_decide as decide;
+use super::postgres_ops as ops;
+use super::*;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+pub use super::postgres_ops::CONSUME_SQL;
+
+/// The NOTIFY channel the `approval_events` trigger announces on.
+pub const EVENTS_CHANNEL: &str = "approval_events";
+
+#[derive(Debug)]
+pub struct PgStore {
+    pool: PgPool,
+    listening: AtomicBool,
+}
+
+pub(super) const COLS: &str =
+    "id, status, action, scope, reason, context, request_hash, method, path, \
+    requester, requester_actors, caller, approvals_required, created_at, expires_at, decided_at, \
+    consumed_at, upstream_status, upstream_error, previous_id";
+
+pub(super) const EVENT_COLS: &str = "id, approval_id, event, actor, via, detail, at";
+
+impl PgStore {
+    /// Never connects (the pool is lazy). Must be called inside a Tokio runtime.
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        let opts = PgConnectOptions::from_str(url).map_err(|e| StoreError::Url(e.to_string()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .min_connections(0)
+            // Fail closed quickly when the database is down (the proxy answers 503).
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy_with(opts);
+        Ok(Self {
+            pool,
+            listening: AtomicBool::new(false),
+        })
+    }
+
+    /// Subscribe to the events channel and spawn the task feeding `feed`; returns once LISTEN
+    /// is in place. The task ends when the feed (the last `Store` clone) is dropped.
+    pub(super) async fn start_listener(
+        &self,
+        feed: Weak<broadcast::Sender<AuditEvent>>,
+    ) -> Result<(), StoreError> {
+        if self.listening.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut listener = PgListener::connect_with(&self.pool)
+            .await
+            .map_err(classify)?;
+        listener.listen(EVENTS_CHANNEL).await.map_err(classify)?;
+        self.listening.store(true, Ordering::Release);
+        tokio::spawn(relay(listener, self.pool.clone(), feed));
+        Ok(())
+    }
+}
+
+/// Notification → event row → broadcast. Reading each announced id (rather than "everything
+/// after the last id") is deliberate: bigserial ids commit out of order across sessions.
+async fn relay(mut listener: PgListener, pool: PgPool, feed: Weak<broadcast::Sender<AuditEvent>>) {
+    loop {
+        let note = tokio::time::timeout(Duration::from_secs(15), listener.recv()).await;
+        let Some(feed) = feed.upgrade() else { return };
+        match note {
+            Err(_idle) => {}
+            Ok(Ok(note)) => {
+                let Ok(id) = note.payload().parse::<i64>() else {
+                    continue;
+                };
+                match ops::event_by_id(&pool, id).await {
+                    Ok(Some(e)) => {
+                        let _ = feed.send(e);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, event_id = id, "cannot read announced audit event")
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                // recv() reconnects and re-subscribes on the next call; events in between are
+                // still in `approval_events` for `events_after` readers.
+                tracing::warn!(error = %e, "event listener lost its connection");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+pub(super) fn decode(r: &PgRow) -> Result<Row, StoreError> {
+    let g = StoreError::Query;
+    Ok(Row {
+        id: r.try_get("id").map_err(g)?,
+        status: r.try_get("status").map_err(g)?,
+        action: r.try_get("action").map_err(g)?,
+        scope: r.try_get("scope").map_err(g)?,
+        reason: r.try_get("reason").map_err(g)?,
+        context: r.try_get("context").map_err(g)?,
+        request_hash: r.try_get("request_hash").map_err(g)?,
+        method: r.try_get("method").map_err(g)?,
+        path: r.try_get("path").map_err(g)?,
+        requester: r.try_get("requester").map_err(g)?,
+        requester_actors: r.try_get("requester_actors").map_err(g)?,
+        caller: r.try_get("caller").map_err(g)?,
+        approvals_required: i64::from(r.try_get::<i32, _>("approvals_required").map_err(g)?),
+        created_at: r.try_get("created_at").map_err(g)?,
+        expires_at: r.try_get("expires_at").map_err(g)?,
+        decided_at: r.try_get("decided_at").map_err(g)?,
+        consumed_at: r.try_get("consumed_at").map_err(g)?,
+        upstream_status: r
+            .try_get::<Option<i32>, _>("upstream_status")
+            .map_err(g)?
+            .map(i64::from),
+        upstream_error: r.try_get("upstream_error").map_err(g)?,
+        previous_id: r.try_get("previous_id").map_err(g)?,
+    })
+}
+
+pub(super) fn decode_event(r: &PgRow) -> Result<AuditEvent, StoreError> {
+    let g = StoreError::Query;
+    Ok(AuditEvent {
+        id: r.try_get("id").map_err(g)?,
+        approval_id: ApprovalId(r.try_get("approval_id").map_err(g)?),
+        event: common::parse_event(r.try_get("event").map_err(g)?)?,
+        actor: r.try_get("actor").map_err(g)?,
+        via: common::parse_via(r.try_get("via").map_err(g)?)?,
+        detail: r.try_get("detail").map_err(g)?,
+        at: r.try_get("at").map_err(g)?,
+    })
+}
+
+#[async_trait]
+impl ApprovalStore for PgStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        // sqlx takes an advisory lock, so replicas starting together migrate once.
+        MIGRATOR.run(&self.pool).await.map_err(StoreError::Migrate)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+
+    async fn consume_or_create(
+        &self,
+        new: &NewApproval,
+        ttl: Ttls,
+        now: DateTime<Utc>,
+    ) -> Result<GateOutcome, StoreError> {
+        let mut c = self.pool.acquire().await.map_err(classify)?;
+        if let Some(id) = ops::consume(&mut c, new, now).await? {
+            return Ok(GateOutcome::Consumed(id));
+        }
+        let o = ops::open_pending(&mut c, new, ttl, now, Via::Gateway).await?;
+        Ok(GateOutcome::Pending {
+            approval: o.approval,
+            created: o.created,
+            previous: o.previous,
+        })
+    }
+
+    async fn request(
+        &self,
+        new: &NewApproval,
+        ttl: Ttls,
+        now: DateTime<Utc>,
+    ) -> Result<(Approval, bool), StoreError> {
+        let mut c = self.pool.acquire().await.map_err(classify)?;
+        let o = ops::open_pending(&mut c, new, ttl, now, Via::Api).await?;
+        Ok((o.approval, o.created))
+    }
+
+    async fn record_upstream(
+        &self,
+        id: ApprovalId,
+        result: UpstreamResult,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let (status, error, detail) = match &result {
+            UpstreamResult::Status(s) => (Some(i32::from(*s)), None, json!({ "status": s })),
+            UpstreamResult::Error(e) => (None, Some(e.clone()), json!({ "error": e })),
+        };
+        // One statement: the update and its audit row commit together.
+        sqlx::query(
+            "WITH u AS (UPDATE approvals SET upstream_status = $2, upstream_error = $3 WHERE id = $1 RETURNING id) \
+             INSERT INTO approval_events (approval_id, event, actor, via, detail, at) \
+             SELECT id, 'upstream', $4, 'gateway', $5, $6 FROM u",
+        )
+        .bind(id.0)
+        .bind(status)
+        .bind(error)
+        .bind(common::SYSTEM_ACTOR)
+        .bind(detail)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(classify)
+    }
+
+    async fn get(
+        &self,
+        id: ApprovalId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Approval>, StoreError> {
+        let mut c = self.pool.acquire().await.map_err(classify)?;
+        ops::load(&mut c, id.0, now).await
+    }
+
+    async fn list(&self, filter: &ListFilter, now: DateTime<Utc>) -> Result<Page, StoreError> {
+        let limit = common::clamp_limit(filter.limit);
+        let mut q =
+            QueryBuilder::<Postgres>::new(format!("SELECT {COLS} FROM approvals WHERE true"));
+        match filter.status {
+            Some(s @ (Status::Pending | Status::Approved)) => {
+                q.push(" AND status = ")
+                    .push_bind(s.as_str())
+                    .push(" AND expires_at > ")
+                    .push_bind(now);
+            }
+            Some(Status::Expired) => {
+                q.push(" AND (status = 'expired' OR (status IN ('pending','approved') AND expires_at <= ")
+                    .push_bind(now)
+                    .push("))");
+            }
+            Some(s) => {
+                q.push(" AND status = ").push_bind(s.as_str());
+            }
+            None => {}
+        }
+        for (col, v) in [
+            ("scope", &filter.scope),
+            ("action", &filter.action),
+            ("requester", &filter.requester),
+        ] {
+            if let Some(v) = v {
+                q.push(format!(" AND {col} = ")).push_bind(v.clone());
+            }
+        }
+        if let Some(cursor) = &filter.cursor {
+            let (at, id) = common::decode_cursor(cursor).ok_or(StoreError::InvalidCursor)?;
+            q.push(" AND (created_at, id) < (")
+                .push_bind(at)
+                .push(", ")
+                .push_bind(id)
+                .push(")");
+        }
+        q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(limit) + 1);
+        let mut c = self.pool.acquire().await.map_err(classify)?;
+        let rows = q.build().fetch_all(&mut *c).await.map_err(classify)?;
+        let rows: Vec<Row> = rows.iter().map(decode).collect::<Result<_, _>>()?;
+        let more = rows.len() > limit as usize;
+        let items =
+            ops::with_decisions(&mut c, rows.into_iter().take(limit as usize).collect(), now)
+                .await?;
+        let next_cursor = match items.last() {
+            Some(last) if more => Some(common::encode_cursor(last.created_at, last.id.0)),
+            _ => None,
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn decide(
+        &self,
+        id: ApprovalId,
+        vote: &Vote,
+        ttl: Ttls,
+        now: DateTime<Utc>,
+    ) -> Result<DecideOutcome, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let outcome = decide::decide(&mut tx, id.0, vote, ttl, now).await?;
+        tx.commit().await.map_err(classify)?;
+        Ok(outcome)
+    }
+
+    async fn withdraw(
+        &self,
+        id: ApprovalId,
+        actor: &str,
+        via: Via,
+        now: DateTime<Utc>,
+    ) -> Result<WithdrawOutcome, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let outcome = decide::withdraw(&mut tx, id.0, actor, via, now).await?;
+        tx.commit().await.map_err(classify)?;
+        Ok(outcome)
+    }
+
+    async fn expire_due(&self, now: DateTime<Utc>) -> Result<Vec<Approval>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let expired = decide::expire_due(&mut tx, now).await?;
+        tx.commit().await.map_err(classify)?;
+        Ok(expired)
+    }
+
+    async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<AuditEvent>, StoreError> {
+        let sql =
+            format!("SELECT {EVENT_COLS} FROM approval_events WHERE id > $1 ORDER BY id LIMIT $2");
+        let rows = sqlx::query(&sql)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        rows.iter().map(decode_event).collect()
+    }
+
+    async fn pending_counts(&self, now: DateTime<Utc>) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT action, COUNT(*) AS n FROM approvals WHERE status = 'pending' AND expires_at > $1 \
+             GROUP BY action ORDER BY action",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("action").map_err(StoreError::Query)?,
+                    r.try_get("n").map_err(StoreError::Query)?,
+                ))
+            })
+            .collect()
+    }
+}

@@ -1,1 +1,188 @@
-//! Wiring (SKELETON).
+//! Wiring: one shared state built from a [`Config`], two listeners, background tasks.
+//!
+//! `App::build` binds the listeners (port 0 works, for tests) and opens the store lazily — the
+//! gateway starts even when the store is down: pass-through serves at once, migrations are
+//! retried in the background and gating begins when they succeed (`/readyz` is 503 until then).
+//! `App::run` serves until `shutdown`, then stops accepting and drains in-flight requests.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::{self, AdminState};
+use crate::config::{Config, Policy};
+use crate::metrics::{ApprovalEvent, Metrics};
+use crate::proxy::{self, Proxy, Upstream};
+use crate::store::Store;
+
+/// How often due approvals are turned into `expired` transitions and the pending gauge refreshed.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+pub struct App {
+    config: Config,
+    store: Store,
+    policy: Arc<ArcSwap<Policy>>,
+    metrics: Arc<Metrics>,
+    proxy_listener: TcpListener,
+    admin_listener: TcpListener,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let store = Store::open(&config.store.url).context("opening the approval store")?;
+        let proxy_listener = TcpListener::bind(config.listen.proxy)
+            .await
+            .with_context(|| format!("binding the proxy listener {}", config.listen.proxy))?;
+        let admin_listener = TcpListener::bind(config.listen.admin)
+            .await
+            .with_context(|| format!("binding the admin listener {}", config.listen.admin))?;
+        let metrics = Arc::new(Metrics::new());
+        metrics.gate_mode.set(config.policy.gate.mode.gauge());
+        let policy = Arc::new(ArcSwap::new(Arc::clone(&config.policy)));
+        Ok(App {
+            config,
+            store,
+            policy,
+            metrics,
+            proxy_listener,
+            admin_listener,
+        })
+    }
+
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy_listener
+            .local_addr()
+            .unwrap_or(self.config.listen.proxy)
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener
+            .local_addr()
+            .unwrap_or(self.config.listen.admin)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The live policy, swapped whole on reload.
+    pub fn policy(&self) -> &Arc<ArcSwap<Policy>> {
+        &self.policy
+    }
+
+    /// Serve both listeners until `shutdown` resolves, then drain.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let upstream =
+            Upstream::new(&self.config.upstream).context("building the upstream client")?;
+        let proxy = Proxy::new(
+            upstream,
+            Arc::clone(&self.metrics),
+            Arc::clone(&self.policy),
+            self.store.clone(),
+        );
+        let admin = api::router(AdminState {
+            store: self.store.clone(),
+            policy: Arc::clone(&self.policy),
+            metrics: Arc::clone(&self.metrics),
+        });
+        tracing::info!(
+            proxy = %self.proxy_addr(), admin = %self.admin_addr(), summary = %self.config.summary(),
+            "approval-gateway serving"
+        );
+
+        let migrator = tokio::spawn({
+            let store = self.store.clone();
+            let stop = stopped(stop_rx.clone());
+            async move { store.migrate_until_ready(stop).await }
+        });
+        let sweeper = tokio::spawn(sweep(
+            self.store.clone(),
+            Arc::clone(&self.metrics),
+            stopped(stop_rx.clone()),
+        ));
+        let admin_server = axum::serve(self.admin_listener, admin)
+            .with_graceful_shutdown(stopped(stop_rx.clone()));
+        let admin_task = tokio::spawn(async move { admin_server.await });
+        proxy::serve(self.proxy_listener, proxy, stopped(stop_rx)).await;
+
+        // The admin listener holds SSE streams open; give it a moment, then stop it.
+        if tokio::time::timeout(Duration::from_secs(5), admin_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("admin listener did not drain in 5s; closing");
+        }
+        migrator.abort();
+        sweeper.abort();
+        tracing::info!("approval-gateway stopped");
+        Ok(())
+    }
+}
+
+/// Resolves once the shutdown flag is raised (or its sender is gone).
+pub async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Expiry is enforced at read time in every query; this only turns due approvals into
+/// `expired` transitions (so events and metrics see them) and refreshes the pending gauge.
+async fn sweep(store: Store, metrics: Arc<Metrics>, stop: impl Future<Output = ()>) {
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tick.tick() => {}
+        }
+        if !store.is_ready() {
+            continue;
+        }
+        let now = chrono::Utc::now();
+        match store.backend().expire_due(now).await {
+            Ok(expired) => {
+                for a in &expired {
+                    metrics.approval(&a.action, ApprovalEvent::expired);
+                    tracing::info!(event = "expired", approval_id = %a.id, action = %a.action, "approval expired");
+                }
+            }
+            Err(e) => {
+                metrics.store_errors.inc();
+                tracing::warn!(error = %e, "expiry sweep failed");
+            }
+        }
+        match store.backend().pending_counts(now).await {
+            Ok(counts) => {
+                metrics.approvals_pending.clear();
+                for (action, n) in counts {
+                    metrics
+                        .approvals_pending
+                        .get_or_create(&crate::metrics::ActionLabels { action })
+                        .set(n);
+                }
+            }
+            Err(e) => {
+                metrics.store_errors.inc();
+                tracing::warn!(error = %e, "pending gauge refresh failed");
+            }
+        }
+    }
+}

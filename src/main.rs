@@ -1,1 +1,47 @@
-fn main() {}
+//! `approval-gateway`: parse the command line, set up logging, run the subcommand.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use approval_gateway::cli::{Cli, Command};
+use approval_gateway::commands;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `serve` and `demo` log JSON lines on stdout (the audit trail); the other commands keep
+    // stdout for their output and log to stderr.
+    let serving = matches!(cli.command, None | Some(Command::Serve | Command::Demo));
+    init_tracing(serving);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("approval-gateway: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("approval-gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(serving: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false);
+    if serving {
+        builder.init();
+    } else {
+        builder.with_writer(std::io::stderr).init();
+    }
+}

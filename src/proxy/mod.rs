@@ -11,6 +11,7 @@
 
 pub mod body;
 pub mod forward;
+mod gated;
 pub mod listener;
 pub mod respond;
 
@@ -27,61 +28,138 @@ pub use body::{read_limited, BodyError, ProxyBody};
 pub use forward::{Downstream, Upstream, UpstreamUrlError};
 pub use respond::{json, Problem, ProxyError};
 
-use crate::metrics::Metrics;
+use arc_swap::ArcSwap;
+
+use crate::config::Policy;
+use crate::gate::Mode;
+use crate::metrics::{Metrics, Outcome};
+use crate::route;
+use crate::store::Store;
+
+pub use gated::APPROVAL_ID;
 
 /// Default time in-flight requests get to finish after shutdown begins.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 
-/// Shared, immutable state of the data plane; cloning is one `Arc` increment.
+/// The data plane's state; cloning is one `Arc` increment.
 #[derive(Debug, Clone)]
 pub struct Proxy {
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
 }
 
+/// Everything a request needs: the upstream, the swappable policy, the store, the metrics.
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Shared {
     upstream: Upstream,
     metrics: Arc<Metrics>,
-    // The lead adds here: the swappable policy (routes, guards, callers, gate settings) and the
-    // approval store.
+    /// Routes, guards, callers and gate settings; swapped whole on reload, read lock-free.
+    policy: Arc<ArcSwap<Policy>>,
+    store: Store,
 }
 
 impl Proxy {
-    pub fn new(upstream: Upstream, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        upstream: Upstream,
+        metrics: Arc<Metrics>,
+        policy: Arc<ArcSwap<Policy>>,
+        store: Store,
+    ) -> Self {
         Self {
-            inner: Arc::new(Inner { upstream, metrics }),
+            shared: Arc::new(Shared {
+                upstream,
+                metrics,
+                policy,
+                store,
+            }),
         }
     }
 
     pub fn upstream(&self) -> &Upstream {
-        &self.inner.upstream
+        &self.shared.upstream
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.inner.metrics
+        &self.shared.metrics
     }
 
     /// One request, start to finish. Never fails: every error becomes a problem response.
+    ///
+    /// Flag off: straight to the upstream, no route evaluation, no store. Otherwise guards and
+    /// routes are looked up on one normalisation of the path; only a hit goes down the gated
+    /// path (`gated.rs`), everything else is forwarded untouched.
     pub async fn handle(
         self,
         req: Request<Incoming>,
         down: Downstream,
     ) -> Result<Response<ProxyBody>, Infallible> {
-        // Stages to come, in order: route::find (guards first) → caller::classify →
-        // gate::decide → store (consume or 202). Requests that match no route fall through here.
-        self.inner.metrics.passthrough.inc();
+        let shared = &*self.shared;
+        let policy = shared.policy.load();
+        if policy.gate.mode == Mode::Off {
+            drop(policy);
+            return Ok(shared.pass_through(req, &down).await);
+        }
+        let path = route::normalise(req.uri().path());
+        let guard = policy.guards.find_normalized(req.method(), &path).is_some();
+        let hit = guard || policy.routes.find_normalized(req.method(), &path).is_some();
+        if !hit {
+            drop(policy);
+            return Ok(shared.pass_through(req, &down).await);
+        }
+        // A hit: keep this policy for the whole request, even if a reload swaps it meanwhile.
+        let policy = arc_swap::Guard::into_inner(policy);
+        let route = policy.routes.find_normalized(req.method(), &path);
+        let matched = gated::Matched {
+            policy: &policy,
+            guard,
+            route,
+        };
+        let (parts, body) = req.into_parts();
+        Ok(gated::handle(shared, matched, parts, body, &down).await)
+    }
+}
+
+impl Shared {
+    /// The hot path: count, forward, map errors.
+    async fn pass_through(&self, req: Request<Incoming>, down: &Downstream) -> Response<ProxyBody> {
+        self.metrics.passthrough.inc();
         let req = req.map(ProxyBody::Incoming);
-        Ok(
-            match self
-                .inner
-                .upstream
-                .forward(req, &down, &self.inner.metrics)
-                .await
-            {
-                Ok(resp) => resp,
-                Err(e) => e.into_response(),
-            },
-        )
+        match self.upstream.forward(req, down, &self.metrics).await {
+            Ok(resp) => resp,
+            Err(e) => e.into_response(),
+        }
+    }
+
+    /// A request that matched a route or guard but is not gated (e.g. an ungated caller).
+    async fn pass(
+        &self,
+        action: &str,
+        parts: http::request::Parts,
+        body: ProxyBody,
+        down: &Downstream,
+    ) -> Response<ProxyBody> {
+        self.metrics.request(action, Outcome::passthrough);
+        self.forward(parts, body, down).await
+    }
+
+    async fn forward(
+        &self,
+        parts: http::request::Parts,
+        body: ProxyBody,
+        down: &Downstream,
+    ) -> Response<ProxyBody> {
+        self.forward_raw(parts, body, down)
+            .await
+            .unwrap_or_else(ProxyError::into_response)
+    }
+
+    async fn forward_raw(
+        &self,
+        parts: http::request::Parts,
+        body: ProxyBody,
+        down: &Downstream,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let req = Request::from_parts(parts, body);
+        self.upstream.forward(req, down, &self.metrics).await
     }
 }
 

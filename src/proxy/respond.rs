@@ -108,7 +108,7 @@ pub enum ProxyError {
     #[error("forbidden: {0}")]
     Forbidden(Cow<'static, str>),
     #[error("approval store unavailable")]
-    StoreUnavailable(#[source] crate::store::StoreError),
+    StoreUnavailable(#[source] Option<crate::store::StoreError>),
 }
 
 impl From<BodyError> for ProxyError {

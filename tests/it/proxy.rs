@@ -47,7 +47,18 @@ async fn gateway_with_drain(
         request_timeout,
     };
     let metrics = Arc::new(Metrics::new());
-    let proxy = Proxy::new(Upstream::new(&cfg).unwrap(), metrics.clone());
+    // The flag is off: a transparent proxy whose store is never touched (here: unreachable).
+    let policy = approval_gateway::config::parse("", &|_| None)
+        .unwrap()
+        .policy;
+    let store =
+        approval_gateway::store::Store::open("postgres://postgres@127.0.0.1:1/none").unwrap();
+    let proxy = Proxy::new(
+        Upstream::new(&cfg).unwrap(),
+        metrics.clone(),
+        Arc::new(arc_swap::ArcSwap::new(policy)),
+        store,
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();

@@ -1,0 +1,171 @@
+//! A whole gateway (`App`) on port 0 in front of a recording fake upstream, with tokens.
+
+use std::net::SocketAddr;
+
+use approval_gateway::app::App;
+use approval_gateway::config;
+use approval_gateway::store::Store;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use super::upstream::FakeUpstream;
+
+pub const SECRET: &str = "test-secret-0123456789-0123456789-abcdef";
+
+/// The Molecule-like policy the gate tests run against. `{upstream}`/`{store}` are filled in.
+pub const POLICY: &str = r#"
+[[callers]]
+name = "platform-agent"
+when = { claim = "org_token_id", present = true }
+gated = true
+
+[[callers]]
+name = "admin"
+when = { claim = "role", equals = "admin" }
+admin = true
+
+[[callers]]
+name = "operator"
+when = { claim = "cp_session_actor", present = true }
+approver = true
+
+[[routes]]
+action = "delete_workspace"
+method = "DELETE"
+path = "/workspaces/{id}"
+scope = "{path.id}"
+reason = "delete workspace {path.id}"
+context = { workspace_id = "{path.id}" }
+
+[[routes]]
+action = "secret_write"
+methods = ["POST", "PUT"]
+path = "/workspaces/{id}/secrets"
+scope = "{path.id}"
+reason = "write secret {body.key}"
+context = { workspace_id = "{path.id}", key = "{body.key}" }
+
+[[guards]]
+method = "POST"
+path = "/workspaces/{id}/approvals/{approval_id}/decide"
+"#;
+
+pub struct Gateway {
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub store: Store,
+    pub upstream: FakeUpstream,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Where the store lives.
+pub enum Backend {
+    Sqlite,
+    Postgres(String),
+    /// A URL nothing answers at (store down).
+    Down,
+}
+
+/// A SQLite file URL in a fresh temp dir (kept for the process's life).
+pub fn sqlite_url() -> String {
+    let dir = std::env::temp_dir().join(format!("ag-it-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    format!("sqlite://{}", dir.join("approvals.db").display())
+}
+
+pub fn store_url(backend: &Backend) -> String {
+    match backend {
+        Backend::Sqlite => sqlite_url(),
+        Backend::Postgres(url) => url.clone(),
+        Backend::Down => "postgres://postgres@127.0.0.1:1/none".to_owned(),
+    }
+}
+
+/// Start a gateway with `mode` as the flag value, `extra` TOML appended (e.g. `[gate]`).
+pub async fn start(mode: &str, backend: Backend, extra: &str) -> Gateway {
+    let upstream = FakeUpstream::start().await;
+    let text = format!(
+        "[listen]\nproxy = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+         [upstream]\nurl = \"{}\"\nrequest_timeout = \"5s\"\n\
+         [store]\nurl = \"{}\"\n\
+         [jwt]\nalgorithms = [\"HS256\"]\nhs_secret_env = \"TEST_JWT_SECRET\"\n\
+         {extra}\n{POLICY}",
+        upstream.url(),
+        store_url(&backend),
+    );
+    let mode = mode.to_owned();
+    let env = move |k: &str| match k {
+        "TEST_JWT_SECRET" => Some(SECRET.to_owned()),
+        "MOLECULE_PLATFORM_APPROVAL_GATE" => Some(mode.clone()),
+        _ => None,
+    };
+    let config = config::parse(&text, &env).unwrap_or_else(|e| panic!("test config: {e}"));
+    let app = App::build(config).await.expect("gateway builds");
+    let (proxy, admin, store) = (app.proxy_addr(), app.admin_addr(), app.store().clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run(async move {
+        let _ = stopped.await;
+    }));
+    let gw = Gateway {
+        proxy,
+        admin,
+        store,
+        upstream,
+        client: reqwest::Client::new(),
+        stop: Some(stop),
+        task: Some(task),
+    };
+    if !matches!(backend, Backend::Down) {
+        gw.wait_ready().await;
+    }
+    gw
+}
+
+impl Gateway {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.proxy, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    /// Wait (bounded) until migrations ran.
+    pub async fn wait_ready(&self) {
+        let mut waited = 0;
+        while !self.store.is_ready() {
+            assert!(waited < 2000, "store never became ready");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            waited += 1;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("gateway task").expect("gateway ran");
+        }
+    }
+}
+
+/// An HS256 token with `claims` (an `exp` an hour ahead is added).
+pub fn token(claims: Value) -> String {
+    let mut claims = claims;
+    claims["exp"] = json!(chrono::Utc::now().timestamp() + 3600);
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+}
+
+/// The gated platform agent.
+pub fn agent() -> String {
+    token(json!({"sub": "agent-1", "org_token_id": "tok-1"}))
+}
+
+/// A human approver.
+pub fn human(name: &str) -> String {
+    token(json!({"sub": name, "cp_session_actor": format!("session:{name}")}))
+}

@@ -1,6 +1,7 @@
-//! The approver web inbox: `GET /` (HTML), `GET /inbox.js`, `GET /inbox.css` on the admin listener.
+//! The approver web inbox on the admin listener: `GET /` (HTML), `/inbox.js`, `/inbox.css` and
+//! `/favicon.svg`.
 //!
-//! Input: a browser. Output: three static assets compiled into the binary (`include_str!`), so
+//! Input: a browser. Output: four static assets compiled into the binary (`include_str!`), so
 //! the inbox works offline and needs no external host. The page talks only to this listener's
 //! approvals API (`/v1/approvals…`) and event stream (`/v1/events`, read with `fetch()` so the
 //! approver's token travels in the `Authorization` header, never in a URL).
@@ -18,6 +19,7 @@ use axum::Router;
 const PAGE: &str = include_str!("inbox.html");
 const SCRIPT: &str = include_str!("inbox.js");
 const STYLE: &str = include_str!("inbox.css");
+const ICON: &str = include_str!("favicon.svg");
 
 /// Same-origin script, style and API calls only; nothing inline, nothing framed, no form posts.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
@@ -31,6 +33,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/", get(page))
         .route("/inbox.js", get(script))
         .route("/inbox.css", get(style))
+        .route("/favicon.svg", get(icon))
 }
 
 /// `GET /`: the inbox page.
@@ -46,6 +49,11 @@ pub async fn script() -> impl IntoResponse {
 /// `GET /inbox.css`: the page's only stylesheet.
 pub async fn style() -> impl IntoResponse {
     asset("text/css; charset=utf-8", STYLE)
+}
+
+/// `GET /favicon.svg`: without it the browser asks for `/favicon.ico` and logs a 404.
+pub async fn icon() -> impl IntoResponse {
+    asset("image/svg+xml", ICON)
 }
 
 type Headers = [(HeaderName, &'static str); 6];
@@ -85,6 +93,7 @@ mod tests {
                 "text/javascript; charset=utf-8",
             ),
             (style().await.into_response(), "text/css; charset=utf-8"),
+            (icon().await.into_response(), "image/svg+xml"),
         ];
         for (resp, content_type) in cases {
             assert_eq!(resp.status(), 200);
@@ -106,6 +115,9 @@ mod tests {
                 assert!(!text.contains(needle), "{name} mentions {needle}");
             }
         }
+        // The icon's only URL is the SVG namespace name (an identifier, never fetched).
+        let icon = ICON.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
+        assert!(!icon.contains("http") && !icon.contains("href"), "{icon}");
     }
 
     #[test]

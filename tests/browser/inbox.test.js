@@ -73,7 +73,9 @@ async function main() {
     // Any script error or CSP violation fails the test.
     page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
     page.on("console", (m) => {
-      if (m.type() === "error" && !/status of 40[13]/.test(m.text())) problems.push(`console: ${m.text()}`);
+      if (m.type() === "error" && !/status of 40[13]/.test(m.text())) {
+        problems.push(`console: ${m.text()} (${m.location().url})`);
+      }
     });
     await run(page);
     assert.deepEqual(problems, [], "no script errors or CSP violations");

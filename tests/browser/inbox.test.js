@@ -4,15 +4,18 @@
 // running gateway: a bad token is refused with a message; sign in; a gated request (202 from the
 // proxy) appears in the pending list LIVE (no reload); approve it with the keyboard; it leaves the
 // pending list and shows up in history; the retry through the proxy is forwarded (Approval-Id);
-// the consumption shows up live; sign-out forgets the token. Saves a screenshot for CI.
+// the consumption shows up live; after a gateway restart the event stream reconnects by itself;
+// sign-out forgets the token. Saves a screenshot for CI.
 //
-// Env: ADMIN_URL, PROXY_URL, APPROVER_TOKEN, APPROVER_NAME, GATED_TOKEN, SCREENSHOT, CHROMIUM.
+// Env: ADMIN_URL, PROXY_URL, APPROVER_TOKEN, APPROVER_NAME, GATED_TOKEN, SCREENSHOT, CHROMIUM,
+// RESTART_GATEWAY.
 "use strict";
 
 const assert = require("node:assert/strict");
 const fs = require("node:fs");
 const os = require("node:os");
 const path = require("node:path");
+const { execFile } = require("node:child_process");
 const { chromium } = require("playwright-core");
 
 const env = (name, fallback) => {
@@ -27,6 +30,7 @@ const APPROVER_NAME = env("APPROVER_NAME");
 const GATED_TOKEN = env("GATED_TOKEN");
 const SCREENSHOT = env("SCREENSHOT", "target/browser/inbox.png");
 const CHROMIUM = env("CHROMIUM", "/usr/bin/chromium");
+const RESTART_GATEWAY = env("RESTART_GATEWAY"); // a script that restarts the gateway, then waits
 const STEP_MS = 15000;
 const TOTAL_MS = 120000;
 
@@ -162,6 +166,20 @@ async function run(page) {
   assert.equal(retry.headers.get("approval-id"), held.approval_id);
   assert.match(retry.text, /"method":\s*"DELETE"/);
   await waitText(row.locator(".status"), "consumed");
+
+  step("the event stream reconnects after a network drop and catches up");
+  // The gateway restarts (same ports, same store): the stream drops, the page reconnects.
+  const restarted = new Promise((resolve, reject) => {
+    execFile(RESTART_GATEWAY, { timeout: 40000 }, (err) => (err ? reject(err) : resolve()));
+  });
+  await waitText(page.locator("#live"), "Reconnecting");
+  await restarted;
+  await waitText(page.locator("#live"), "Live");
+  const third = await gated("DELETE", "/workspaces/ws-browser-3", GATED_TOKEN);
+  assert.equal(third.status, 202, third.text);
+  await page.getByRole("article", { name: "delete_workspace · ws-browser-3" }).waitFor();
+  await waitText(page.locator("#pending-count"), "2");
+  assert.ok(await page.evaluate(() => window.__noReload === true), "still no page reload");
 
   step(`screenshot -> ${SCREENSHOT}`);
   fs.mkdirSync(path.dirname(SCREENSHOT), { recursive: true });

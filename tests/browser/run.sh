@@ -19,8 +19,12 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/inbox-browser.XXXXXX")
 PIDS=()
 cleanup() {
   local rc=$?
+  [ -f "$WORK/gateway.pid" ] && PIDS+=("$(cat "$WORK/gateway.pid")")
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do # the gateway may not be our child (restarted): poll, bounded
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
   if [ "$rc" -ne 0 ]; then
     for log in "$WORK"/*.log; do
       [ -f "$log" ] && { echo "--- $(basename "$log") (last 40 lines)"; tail -n 40 "$log"; }
@@ -164,23 +168,43 @@ reason = "delete secret {path.key}"
 context = { workspace_id = "{path.id}", key = "{path.key}" }
 TOML
 
-log "starting the gateway (proxy :$PROXY_PORT, admin :$ADMIN_PORT, upstream :$UPSTREAM_PORT)"
+# (Re)start the gateway: a script, because the browser test restarts it too (to prove the inbox's
+# event stream reconnects). The pid lives in a file so cleanup stops whichever process is current.
+cat >"$WORK/gateway.sh" <<SH
+#!/usr/bin/env bash
+set -euo pipefail
+if [ -f "$WORK/gateway.pid" ]; then
+  old=\$(cat "$WORK/gateway.pid")
+  kill "\$old" 2>/dev/null || true
+  for _ in \$(seq 100); do kill -0 "\$old" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "\$old" 2>/dev/null || true
+fi
 # Env overrides would beat the file: make sure none leaks in from the caller's environment.
-env -u GATEWAY_LISTEN -u GATEWAY_ADMIN_LISTEN -u GATEWAY_UPSTREAM -u DATABASE_URL -u GATEWAY_CONFIG \
-  MOLECULE_PLATFORM_APPROVAL_GATE=1 RUST_LOG="${RUST_LOG:-info}" \
-  "$BIN" serve --config "$WORK/gateway.toml" >"$WORK/gateway.log" 2>&1 &
-GATEWAY_PID=$!
-PIDS+=("$GATEWAY_PID")
+env -u GATEWAY_LISTEN -u GATEWAY_ADMIN_LISTEN -u GATEWAY_UPSTREAM -u DATABASE_URL -u GATEWAY_CONFIG \\
+  MOLECULE_PLATFORM_APPROVAL_GATE=1 RUST_LOG="\${RUST_LOG:-info}" \\
+  "$BIN" serve --config "$WORK/gateway.toml" </dev/null >>"$WORK/gateway.log" 2>&1 &
+pid=\$!
+echo "\$pid" >"$WORK/gateway.pid"
+for _ in \$(seq 150); do
+  curl --noproxy '*' -fsS -o /dev/null --max-time 2 "$ADMIN_URL/readyz" 2>/dev/null && exit 0
+  kill -0 "\$pid" 2>/dev/null || { echo "the gateway exited early" >&2; exit 1; }
+  sleep 0.2
+done
+echo "the gateway was not ready after 30s" >&2
+exit 1
+SH
+chmod +x "$WORK/gateway.sh"
+
+log "starting the gateway (proxy :$PROXY_PORT, admin :$ADMIN_PORT, upstream :$UPSTREAM_PORT)"
+"$WORK/gateway.sh"
 
 wait_ready() { # url, what
   local deadline=$((SECONDS + 30))
   until curl --noproxy '*' -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; do
-    kill -0 "$GATEWAY_PID" 2>/dev/null || { log "the gateway exited early"; return 1; }
     [ "$SECONDS" -lt "$deadline" ] || { log "$2 not ready after 30s"; return 1; }
     sleep 0.2
   done
 }
-wait_ready "$ADMIN_URL/readyz" "gateway admin listener"
 wait_ready "http://127.0.0.1:$UPSTREAM_PORT/" "upstream"
 
 # --- sanity through the proxy with curl, then the browser ---------------------------------------
@@ -191,5 +215,5 @@ code=$(curl --noproxy '*' -sS -o /dev/null -w '%{http_code}' --max-time 5 \
 log "running the browser test"
 ADMIN_URL="$ADMIN_URL" PROXY_URL="$PROXY_URL" APPROVER_TOKEN="$APPROVER_TOKEN" \
   APPROVER_NAME="$APPROVER_NAME" GATED_TOKEN="$GATED_TOKEN" SCREENSHOT="$SCREENSHOT" \
-  CHROMIUM="$CHROMIUM" timeout 180 node "$HERE/inbox.test.js"
+  CHROMIUM="$CHROMIUM" RESTART_GATEWAY="$WORK/gateway.sh" timeout 180 node "$HERE/inbox.test.js"
 log "ok; screenshot at ${SCREENSHOT#"$ROOT"/}"

@@ -170,7 +170,7 @@ async function run(page) {
   assert.match(retry.text, /"method":\s*"DELETE"/);
   await waitText(row.locator(".status"), "consumed");
 
-  step("the event stream reconnects after a network drop and catches up");
+  step("after a gateway restart the event stream reconnects by itself");
   // The gateway restarts (same ports, same store): the stream drops, the page reconnects.
   const restarted = new Promise((resolve, reject) => {
     execFile(RESTART_GATEWAY, { timeout: 40000 }, (err) => (err ? reject(err) : resolve()));

@@ -19,6 +19,7 @@ use crate::api::{self, AdminState};
 use crate::config::{Config, Policy};
 use crate::metrics::{ApprovalEvent, Metrics};
 use crate::proxy::{self, Proxy, Upstream};
+use crate::reload::{EnvFn, Reloader};
 use crate::store::Store;
 
 /// How often due approvals are turned into `expired` transitions and the pending gauge refreshed.
@@ -31,6 +32,7 @@ pub struct App {
     metrics: Arc<Metrics>,
     proxy_listener: TcpListener,
     admin_listener: TcpListener,
+    reloader: Option<Arc<Reloader>>,
 }
 
 impl App {
@@ -52,7 +54,25 @@ impl App {
             metrics,
             proxy_listener,
             admin_listener,
+            reloader: None,
         })
+    }
+
+    /// Enable hot reload (SIGHUP, `POST /v1/admin/reload`) from the file this config came from.
+    pub fn reload_from(mut self, path: std::path::PathBuf, env: Box<EnvFn>) -> Self {
+        let reloader = Reloader::new(
+            path,
+            env,
+            &self.config,
+            Arc::clone(&self.policy),
+            Arc::clone(&self.metrics),
+        );
+        self.reloader = Some(Arc::new(reloader));
+        self
+    }
+
+    pub fn reloader(&self) -> Option<&Arc<Reloader>> {
+        self.reloader.as_ref()
     }
 
     pub fn proxy_addr(&self) -> SocketAddr {
@@ -108,6 +128,11 @@ impl App {
             "approval-gateway serving"
         );
 
+        #[cfg(unix)]
+        let sighup = self
+            .reloader
+            .clone()
+            .map(|r| tokio::spawn(crate::reload::on_sighup(r)));
         let migrator = tokio::spawn({
             let store = self.store.clone();
             let stop = stopped(stop_rx.clone());
@@ -129,6 +154,10 @@ impl App {
             .is_err()
         {
             tracing::warn!("admin listener did not drain in 5s; closing");
+        }
+        #[cfg(unix)]
+        if let Some(task) = sighup {
+            task.abort();
         }
         migrator.abort();
         sweeper.abort();

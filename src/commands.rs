@@ -71,7 +71,9 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
 
 async fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let config = load(path)?;
-    let app = App::build(config).await?;
+    let app = App::build(config)
+        .await?
+        .reload_from(path.to_owned(), Box::new(env));
     app.run(shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

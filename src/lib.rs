@@ -13,15 +13,18 @@
 //! one shared state; `api` is the admin listener (approvals API, inbox, metrics, health).
 #![forbid(unsafe_code)]
 
-pub mod api;
-pub mod app;
-pub mod caller;
-pub mod cli;
-pub mod commands;
-pub mod config;
-pub mod demo;
-pub mod gate;
-pub mod metrics;
+// Flow order: the stages of a request, then what wires and serves them.
 pub mod proxy;
 pub mod route;
+pub mod caller;
+pub mod gate;
 pub mod store;
+
+pub mod config;
+pub mod reload;
+pub mod metrics;
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod commands;
+pub mod demo;

@@ -201,13 +201,53 @@ impl Metrics {
             .inc();
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition (format 0.0.4, what `promtool check metrics` and every
+    /// Prometheus server read). prometheus-client writes OpenMetrics, which names a counter
+    /// family without its `_total` suffix in `# HELP`/`# TYPE` and ends with `# EOF`; rewrite
+    /// those few lines (scrape-time only, never on the request path).
     pub fn encode(&self) -> String {
-        let mut out = String::new();
+        let mut open_metrics = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = prometheus_client::encoding::text::encode(&mut open_metrics, &self.registry);
+        let mut out = String::with_capacity(open_metrics.len() + 128);
+        for line in open_metrics.lines() {
+            if line == "# EOF" {
+                continue;
+            }
+            match counter_meta(line) {
+                Some((prefix, name, rest)) => {
+                    out.push_str(prefix);
+                    out.push_str(name);
+                    out.push_str("_total");
+                    out.push_str(rest);
+                }
+                None => out.push_str(line),
+            }
+            out.push('\n');
+        }
         out
     }
+}
+
+const COUNTERS: [&str; 5] = [
+    REQUESTS,
+    UPSTREAM_ERRORS,
+    APPROVALS,
+    STORE_ERRORS,
+    CONFIG_RELOADS,
+];
+
+/// `# HELP <counter> …` / `# TYPE <counter> counter` → (prefix, name, rest).
+fn counter_meta(line: &str) -> Option<(&'static str, &'static str, &str)> {
+    let (prefix, tail) = if let Some(t) = line.strip_prefix("# HELP ") {
+        ("# HELP ", t)
+    } else {
+        ("# TYPE ", line.strip_prefix("# TYPE ")?)
+    };
+    let name = COUNTERS
+        .into_iter()
+        .find(|n| tail.strip_prefix(n).is_some_and(|r| r.starts_with(' ')))?;
+    Some((prefix, name, &tail[name.len()..]))
 }
 
 #[cfg(test)]
@@ -232,8 +272,12 @@ mod tests {
             "approval_gateway_store_errors_total 1",
             "approval_gateway_gate_mode 2",
             "approval_gateway_upstream_request_duration_seconds_bucket",
+            "# TYPE approval_gateway_requests_total counter",
+            "# HELP approval_gateway_store_errors_total ",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
+        assert!(!text.contains("# EOF"));
+        assert!(!text.contains("# TYPE approval_gateway_requests counter"));
     }
 }

@@ -1,25 +1,37 @@
 //! The admin listener: approvals API (SPEC §7), web inbox, `/metrics`, `/healthz`, `/readyz`.
 //!
 //! Input: HTTP requests from approvers, requesters and scrapers. Approver authentication reuses
-//! the proxy's caller classification (`Policy::callers`). Output: JSON (`Approval`), SSE,
-//! HTML; every error is an `application/problem+json` body mapped in one place.
+//! the proxy's caller classification (`Policy::callers`, read from the current policy on every
+//! request so a reload applies at once). Output: JSON (`Approval`), SSE, HTML; every error is an
+//! `application/problem+json` body mapped in one place (`error.rs`).
+//!
+//! Invariants: every transition goes through the store (which audits it with `via = api` and the
+//! caller as actor); this module adds the JSON log line and the metric. Self-approval and
+//! gated-caller checks are pure (`auth.rs`). Nothing here polls: waits ride the store's event feed.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
 use axum::Router;
 
+use crate::caller::Caller;
 use crate::config::Policy;
-use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::metrics::{ApprovalEvent, Metrics};
+use crate::store::{Approval, ApprovalId, Store};
 
+pub mod approvals;
+pub mod auth;
+pub mod error;
+pub mod events;
+pub mod health;
 pub mod inbox;
+pub mod request;
 
-/// What the admin handlers share.
+pub use error::ApiError;
+
+/// Shared state of the admin listener (cheap to clone: handles and `Arc`s).
 #[derive(Clone)]
 pub struct AdminState {
     pub store: Store,
@@ -28,30 +40,69 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
 }
 
-/// The admin router (health and metrics; the approvals API lands next).
+/// The admin router. The caller serves it on the admin listener.
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .merge(inbox::routes())
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/v1/approvals", get(approvals::list).post(request::request))
+        .route("/v1/approvals/{id}", get(approvals::show))
+        .route("/v1/approvals/{id}/decisions", post(approvals::decide))
+        .route("/v1/approvals/{id}/withdraw", post(approvals::withdraw))
+        .route("/v1/events", get(events::stream))
+        .route("/metrics", get(health::metrics))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(|| async { ApiError::NotFound("no such resource on the admin listener") })
         .with_state(state)
 }
 
-async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    if state.store.is_ready() && state.store.backend().ping().await.is_ok() {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "store not ready")
+impl AdminState {
+    /// Classify the request's caller with the current policy (401/503 on failure).
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        // `load_full`: an owned Arc may be held across the await (a guard should not).
+        let policy = self.policy.load_full();
+        let now_unix = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+        auth::authenticate(&policy.callers, headers, now_unix).await
+    }
+
+    /// A transition made through the API: one JSON log line (no tokens) and one metric.
+    fn transition(&self, approval: &Approval, event: ApprovalEvent, actor: &str) {
+        tracing::info!(
+            target: "audit",
+            approval_id = %approval.id,
+            event = ?event,
+            actor = %actor,
+            via = "api",
+            action = %approval.action,
+            scope = %approval.scope,
+            status = approval.status.as_str(),
+            "approval transition"
+        );
+        self.metrics.approval(&approval.action, event);
+    }
+
+    /// A vote short of quorum: logged (the store audits it), not counted.
+    fn voted(&self, approval: &Approval, actor: &str) {
+        tracing::info!(
+            target: "audit",
+            approval_id = %approval.id,
+            event = "voted",
+            actor = %actor,
+            via = "api",
+            action = %approval.action,
+            status = approval.status.as_str(),
+            "approval vote"
+        );
     }
 }
 
-async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
+/// A path id; 400 when it is not a UUID.
+fn parse_id(raw: &str) -> Result<ApprovalId, ApiError> {
+    ApprovalId::parse(raw).ok_or_else(|| ApiError::bad_request("the approval id is not a UUID"))
+}
+
+/// A JSON body; 400 (naming the problem) when it does not parse.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }

@@ -9,16 +9,23 @@
 //! MACed with the RSA public key) are rejected. `exp`/`nbf` are checked here against the passed-in
 //! `now` with `leeway` (jsonwebtoken's own clock checks are off). `exp` is optional: a token
 //! without one is accepted (Molecule-style long-lived tokens); when present it is enforced.
-//! `jwks_url` is not implemented: configuring it is a load error rather than a silent no-op.
+//! With `jwks_url`, the keys published there ([`jwks`]) are searched after the static ones; the
+//! key lookup may then refresh them, so [`JwtVerifier::verify_with_refresh`] is async (the
+//! decision itself stays pure: `now` is still passed in).
 
-use jsonwebtoken::{errors::ErrorKind, Algorithm, Validation};
+use std::sync::Arc;
+
+use jsonwebtoken::{errors::ErrorKind, Algorithm, Header, Validation};
 use serde_json::{Map, Value};
 
 use super::CallerError;
 
+mod jwks;
 mod keys;
 
-use keys::{hs_key, jwks_keys, pem_key, Key};
+use jwks::JwksCache;
+pub use jwks::{JwksFetchError, JwksTiming};
+use keys::{hs_key, jwks_keys, pem_key, Key, KeyKind};
 
 /// Validated `[jwt]` settings; secrets and key material already read (from env / files).
 #[derive(Clone)]
@@ -30,8 +37,7 @@ pub struct JwtSettings {
     pub public_key_pem: Option<Vec<u8>>,
     /// Contents of `jwks_file` (a JWKS JSON document).
     pub jwks_json: Option<String>,
-    /// `jwks_url`, fetched at start and refreshed on an unknown `kid`. NOT IMPLEMENTED: setting it
-    /// makes [`JwtVerifier::new`] fail.
+    /// `jwks_url`, fetched at start and refreshed on an unknown `kid` (see [`jwks`]).
     pub jwks_url: Option<String>,
     pub issuer: Option<String>,
     pub audience: Option<String>,
@@ -61,13 +67,27 @@ impl std::fmt::Debug for JwtSettings {
 #[derive(Debug)]
 pub struct JwtVerifier {
     settings: JwtSettings,
-    /// The HS secret, then the PEM key, then the JWKS keys.
+    /// The HS secret, then the PEM key, then the `jwks_file` keys.
     keys: Vec<Key>,
+    /// The `jwks_url` keys, searched after `keys`.
+    jwks: Option<Arc<JwksCache>>,
 }
 
 impl JwtVerifier {
-    /// Build keys once; every problem (bad PEM, key/alg mismatch, …) is returned together.
+    /// Build keys once; every problem (bad PEM, key/alg mismatch, …) is returned together. With
+    /// `jwks_url`, the first fetch is started in the background when called inside a tokio
+    /// runtime (it never blocks or fails the load: an IdP down at start is logged).
     pub fn new(settings: JwtSettings) -> Result<Self, Vec<String>> {
+        let verifier = Self::with_jwks_timing(settings, JwksTiming::default())?;
+        verifier.spawn_prefetch();
+        Ok(verifier)
+    }
+
+    /// As [`Self::new`] with the given `jwks_url` rate limit and timeout, and no start-up fetch.
+    pub fn with_jwks_timing(
+        settings: JwtSettings,
+        timing: JwksTiming,
+    ) -> Result<Self, Vec<String>> {
         let mut problems = Vec::new();
         let algs = &settings.algorithms;
         if algs.is_empty() {
@@ -81,23 +101,29 @@ impl JwtVerifier {
             keys.extend(pem_key(pem, algs, &mut problems));
         }
         if let Some(json) = &settings.jwks_json {
-            keys.extend(jwks_keys(json, &mut problems));
+            keys.extend(jwks_keys(json, "jwt.jwks_file", &mut problems));
         }
-        if settings.jwks_url.is_some() {
-            problems.push(
-                "jwt.jwks_url is not supported yet; download the document and use jwks_file"
-                    .to_owned(),
-            );
-        }
+        let jwks = settings.jwks_url.as_deref().and_then(|url| {
+            JwksCache::new(url, timing)
+                .map_err(|e| problems.push(e))
+                .ok()
+        });
         for alg in algs {
-            if !keys.iter().any(|k| k.fits(*alg)) {
+            // Asymmetric keys may come from the URL later; a secret is never published there.
+            let from_url = jwks.is_some() && !KeyKind::Hmac.fits(*alg);
+            if !from_url && !keys.iter().any(|k| k.fits(*alg)) {
                 problems.push(format!(
                     "jwt.algorithms lists {alg:?} but no configured key can verify it"
                 ));
             }
         }
         if problems.is_empty() {
-            Ok(Self { settings, keys })
+            let jwks = jwks.map(Arc::new);
+            Ok(Self {
+                settings,
+                keys,
+                jwks,
+            })
         } else {
             Err(problems)
         }
@@ -107,16 +133,87 @@ impl JwtVerifier {
         &self.settings
     }
 
-    /// Verify `token` at `now_unix` and return its claims (a JSON object).
+    /// Start the first `jwks_url` fetch in the background (no-op without a URL or a runtime).
+    pub fn spawn_prefetch(&self) {
+        if let (Some(jwks), Ok(rt)) = (&self.jwks, tokio::runtime::Handle::try_current()) {
+            let jwks = Arc::clone(jwks);
+            rt.spawn(async move { jwks.prefetch().await });
+        }
+    }
+
+    /// Fetch the `jwks_url` keys now, unless a fetch already happened (no-op without a URL).
+    pub async fn prefetch(&self) {
+        if let Some(jwks) = &self.jwks {
+            jwks.prefetch().await;
+        }
+    }
+
+    /// Verify `token` at `now_unix` with the keys at hand (no refresh) and return its claims.
     pub fn verify(&self, token: &str, now_unix: u64) -> Result<Map<String, Value>, CallerError> {
+        let header = self.header(token)?;
+        let remote = self.jwks.as_ref().map(|j| j.snapshot());
+        self.verify_with(
+            token,
+            &header,
+            remote.as_deref().unwrap_or_default(),
+            now_unix,
+        )
+    }
+
+    /// As [`Self::verify`], but a token whose `kid` no key has (or that no key fits) first asks
+    /// for a `jwks_url` refresh (rate-limited, single-flight) and is then verified once more.
+    pub async fn verify_with_refresh(
+        &self,
+        token: &str,
+        now_unix: u64,
+    ) -> Result<Map<String, Value>, CallerError> {
+        let header = self.header(token)?;
+        let Some(jwks) = &self.jwks else {
+            return self.verify_with(token, &header, &[], now_unix);
+        };
+        // Read before the snapshot: a fetch finishing in between then counts as "since".
+        let seen = jwks.attempts();
+        let mut remote = jwks.snapshot();
+        if self.unknown_key(&remote, &header) {
+            jwks.refresh(seen).await;
+            remote = jwks.snapshot();
+        }
+        self.verify_with(token, &header, &remote, now_unix)
+    }
+
+    /// The token's header, once its `alg` is known to be allowed (so `alg: none` floods never
+    /// reach the IdP).
+    fn header(&self, token: &str) -> Result<Header, CallerError> {
         // An unknown alg (including "none") fails to parse here.
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| CallerError::Rejected("malformed header"))?;
         if !self.settings.algorithms.contains(&header.alg) {
             return Err(CallerError::Rejected("algorithm not allowed"));
         }
+        Ok(header)
+    }
+
+    /// A named key nobody has, or no key for an unnamed one: worth asking the IdP.
+    fn unknown_key(&self, remote: &[Key], header: &Header) -> bool {
+        match header.kid.as_deref() {
+            Some(kid) => !self
+                .keys
+                .iter()
+                .chain(remote)
+                .any(|k| k.kid.as_deref() == Some(kid)),
+            None => self.select_key(remote, header.alg, None).is_none(),
+        }
+    }
+
+    fn verify_with(
+        &self,
+        token: &str,
+        header: &Header,
+        remote: &[Key],
+        now_unix: u64,
+    ) -> Result<Map<String, Value>, CallerError> {
         let key = self
-            .select_key(header.alg, header.kid.as_deref())
+            .select_key(remote, header.alg, header.kid.as_deref())
             .ok_or(CallerError::Rejected("no key for token"))?;
         let mut validation = Validation::new(header.alg);
         validation.validate_exp = false;
@@ -140,25 +237,29 @@ impl JwtVerifier {
     }
 
     /// A `kid` names a JWKS key; without one (or with a kid the JWKS lacks) the HS secret or PEM
-    /// key of the right family is used, or the JWKS key when exactly one fits the alg.
-    fn select_key(&self, alg: Algorithm, kid: Option<&str>) -> Option<&Key> {
+    /// key of the right family is used, or the JWKS key when exactly one fits the alg. Static
+    /// keys are searched before the `jwks_url` ones (`remote`).
+    fn select_key<'a>(
+        &'a self,
+        remote: &'a [Key],
+        alg: Algorithm,
+        kid: Option<&str>,
+    ) -> Option<&'a Key> {
+        let all = || self.keys.iter().chain(remote);
         if let Some(kid) = kid {
-            let by_kid = self
-                .keys
-                .iter()
-                .find(|k| k.kid.as_deref() == Some(kid) && k.fits(alg));
+            let by_kid = all().find(|k| k.kid.as_deref() == Some(kid) && k.fits(alg));
             if by_kid.is_some() {
                 return by_kid;
             }
         }
-        let mut unnamed = self.keys.iter().filter(|k| k.kid.is_none() && k.fits(alg));
+        let mut unnamed = all().filter(|k| k.kid.is_none() && k.fits(alg));
         if let Some(key) = unnamed.next() {
             return Some(key);
         }
         if kid.is_some() {
             return None;
         }
-        let mut fitting = self.keys.iter().filter(|k| k.fits(alg));
+        let mut fitting = all().filter(|k| k.fits(alg));
         match (fitting.next(), fitting.next()) {
             (Some(only), None) => Some(only),
             _ => None,

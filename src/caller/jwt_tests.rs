@@ -279,14 +279,30 @@ fn load_problems_are_all_reported() {
             1,
         ),
         (
-            "bad pem and bad jwks and jwks_url",
+            "bad pem and bad jwks; jwks_url covers RS256",
             JwtSettings {
                 public_key_pem: Some(b"junk".to_vec()),
                 jwks_json: Some("{}".into()),
                 jwks_url: Some("https://idp/jwks".into()),
                 ..settings(vec![Algorithm::RS256])
             },
-            4,
+            2,
+        ),
+        (
+            "jwks_url does not stand in for the HS secret",
+            JwtSettings {
+                jwks_url: Some("https://idp/jwks".into()),
+                ..settings(vec![Algorithm::HS256, Algorithm::RS256])
+            },
+            1,
+        ),
+        (
+            "jwks_url not http(s)",
+            JwtSettings {
+                jwks_url: Some("ftp://idp/jwks".into()),
+                ..settings(vec![Algorithm::RS256])
+            },
+            2,
         ),
         (
             "RSA key but only ES256 listed",

@@ -3,8 +3,9 @@
 //! Input: the request headers. Output: a [`Caller`] — which configured caller class the
 //! credential belongs to (first whose `when` holds), its subject, and its claims (for
 //! `{claim.*}` templates and self-approval checks). JWT verification is pure (keys are built at
-//! load, `now` is passed in); opaque-token sources (a hashed-token lookup in a database, a
-//! constant-time comparison with an env token) do IO and are tried in configured order.
+//! load, `now` is passed in) except that an unknown `kid` may refresh the `jwt.jwks_url` keys;
+//! opaque-token sources (a hashed-token lookup in a database, a constant-time comparison with an
+//! env token) do IO and are tried in configured order.
 //!
 //! Invariant: a credential that is present but cannot be verified is an error here; whether that
 //! is a 401 or a pass-through is decided by the caller of `classify` (only routes/guards 401).
@@ -95,7 +96,7 @@ pub mod jwt;
 pub mod opaque;
 mod when;
 
-pub use jwt::{JwtSettings, JwtVerifier};
+pub use jwt::{JwksTiming, JwtSettings, JwtVerifier};
 pub use opaque::{TokenSource, TokenSourceKind};
 
 /// Everything needed to classify callers, compiled once at load and shared behind an `Arc`.
@@ -128,7 +129,7 @@ impl Callers {
         }
         match &self.jwt {
             Some(verifier) if jwt::is_jwt_shaped(bearer) => {
-                let claims = verifier.verify(bearer, now_unix)?;
+                let claims = verifier.verify_with_refresh(bearer, now_unix).await?;
                 Ok(self.caller_from_claims(claims))
             }
             _ => Ok(Caller::anonymous()),

@@ -378,3 +378,14 @@ fn secrets_never_appear_in_errors_or_the_summary() {
     let c = ok("", &env);
     assert!(!c.summary().contains("pw-secret"), "{}", c.summary());
 }
+
+#[test]
+fn jwks_url_alone_is_enough_for_asymmetric_algorithms() {
+    let text = "[jwt]\nalgorithms = [\"RS256\", \"ES256\"]\njwks_url = \"https://idp.example/.well-known/jwks.json\"";
+    let c = ok(text, &[("MOLECULE_PLATFORM_APPROVAL_GATE", "shadow")]);
+    let jwt = c.policy.callers.jwt.as_ref().expect("verifier");
+    assert_eq!(
+        jwt.settings().jwks_url.as_deref(),
+        Some("https://idp.example/.well-known/jwks.json")
+    );
+}

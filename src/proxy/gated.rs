@@ -117,7 +117,6 @@ async fn gate_route(
                 event = "would_gate", action, scope = %g.scope, request_hash = %g.request_hash,
                 requester = %caller.requester(), "shadow mode: this request would need an approval"
             );
-            let (parts, body) = (parts, body);
             shared.forward(parts, body, down).await
         }
         Ok(Decision::Enforce(g)) => enforce(shared, policy, g, caller, parts, body, down).await,

@@ -610,3 +610,61 @@ async fn postgres_race_fifty_first_calls_create_one_pending_row() {
         race_first_calls_create_one_row(b).await;
     }
 }
+
+#[tokio::test]
+async fn metrics_exposition_carries_the_contract_names_and_outcomes() {
+    let gw = start("enforce", Backend::Sqlite, "").await;
+    let agent = agent();
+    let id = pending_id(delete(&gw, "/workspaces/ws-m", &agent).await).await;
+    approve(&gw, &id, "alice").await;
+    assert_eq!(
+        delete(&gw, "/workspaces/ws-m", &agent).await.status(),
+        StatusCode::OK
+    );
+    let _ = send(&gw, Method::GET, "/other", None, None).await;
+    let _ = send(
+        &gw,
+        Method::POST,
+        "/workspaces/w/approvals/a/decide",
+        Some(&agent),
+        Some("{}"),
+    )
+    .await;
+    let _ = delete(&gw, "/workspaces/ws-m", "a.b.c").await;
+    let _ = send(
+        &gw,
+        Method::PUT,
+        "/workspaces/w/secrets",
+        Some(&agent),
+        Some("{}"),
+    )
+    .await;
+    let text = gw
+        .client
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        r#"approval_gateway_requests_total{route="delete_workspace",outcome="pending"} 1"#,
+        r#"approval_gateway_requests_total{route="delete_workspace",outcome="forwarded"} 1"#,
+        r#"approval_gateway_requests_total{route="none",outcome="passthrough"} 1"#,
+        r#"approval_gateway_requests_total{route="none",outcome="guard_denied"} 1"#,
+        r#"approval_gateway_requests_total{route="delete_workspace",outcome="unauthorized"} 1"#,
+        r#"approval_gateway_requests_total{route="secret_write",outcome="bad_request"} 1"#,
+        r#"approval_gateway_approvals_total{action="delete_workspace",event="requested"} 1"#,
+        r#"approval_gateway_approvals_total{action="delete_workspace",event="consumed"} 1"#,
+        "approval_gateway_gate_mode 2",
+        "approval_gateway_upstream_request_duration_seconds_count",
+        "approval_gateway_store_errors_total 0",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+    // CI checks this sample with `promtool check metrics`.
+    let sample = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("metrics-sample.txt");
+    std::fs::write(sample, &text).unwrap();
+    gw.stop().await;
+}

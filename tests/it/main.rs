@@ -9,4 +9,5 @@ mod support;
 mod api;
 mod gate;
 mod proxy;
+mod reload;
 mod store;

@@ -141,16 +141,17 @@ fn pem_body(pem: &[u8]) -> Vec<u8> {
     out
 }
 
-pub(super) fn jwks_keys(json: &str, problems: &mut Vec<String>) -> Vec<Key> {
+/// Keys of a JWKS document; `origin` (`jwt.jwks_file`, `jwt.jwks_url`) names it in problems.
+pub(super) fn jwks_keys(json: &str, origin: &str, problems: &mut Vec<String>) -> Vec<Key> {
     let doc: Value = match serde_json::from_str(json) {
         Ok(doc) => doc,
         Err(e) => {
-            problems.push(format!("jwt.jwks_file is not JSON: {e}"));
+            problems.push(format!("{origin} is not JSON: {e}"));
             return Vec::new();
         }
     };
     let Some(entries) = doc.get("keys").and_then(Value::as_array) else {
-        problems.push("jwt.jwks_file has no \"keys\" array".to_owned());
+        problems.push(format!("{origin} has no \"keys\" array"));
         return Vec::new();
     };
     let mut keys = Vec::new();
@@ -161,7 +162,7 @@ pub(super) fn jwks_keys(json: &str, problems: &mut Vec<String>) -> Vec<Key> {
         }
         match jwk_key(entry) {
             Ok(key) => keys.push(key),
-            Err(e) => problems.push(format!("jwt.jwks_file key #{i}: {e}")),
+            Err(e) => problems.push(format!("{origin} key #{i}: {e}")),
         }
     }
     keys

@@ -1,6 +1,7 @@
 //! Shared test helpers.
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod db;
 pub mod gateway;
 pub mod upstream;

@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use axum::http::HeaderMap;
-use axum::response::Html;
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -28,6 +27,7 @@ pub mod auth;
 pub mod error;
 pub mod events;
 pub mod health;
+pub mod inbox;
 pub mod request;
 
 pub use error::ApiError;
@@ -47,7 +47,7 @@ pub struct AdminState {
 /// The admin router. The caller serves it on the admin listener.
 pub fn router(state: AdminState) -> Router {
     Router::new()
-        .route("/", get(inbox_placeholder))
+        .merge(inbox::routes())
         .route("/v1/approvals", get(approvals::list).post(request::request))
         .route("/v1/approvals/{id}", get(approvals::show))
         .route("/v1/approvals/{id}/decisions", post(approvals::decide))
@@ -59,11 +59,6 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(health::readyz))
         .fallback(|| async { ApiError::NotFound("no such resource on the admin listener") })
         .with_state(state)
-}
-
-/// PLACEHOLDER for the web inbox: `src/api/inbox.rs` + `inbox.html` replace this route.
-async fn inbox_placeholder() -> Html<&'static str> {
-    Html("<!doctype html><title>approval-gateway</title><p>Inbox placeholder: not built yet. Use /v1/approvals.</p>")
 }
 
 /// `POST /v1/admin/reload` (approvers only): the same as SIGHUP.

@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::support::db;
-use crate::support::gateway::{agent, human, start, Backend, Gateway, SECRET};
+use crate::support::gateway::{agent, concurrent_deletes, human, start, Backend, Gateway, SECRET};
 
 const TTLS: Ttls = Ttls {
     pending: Duration::from_secs(3600),
@@ -516,33 +516,8 @@ async fn race_retries_after_one_approval(backend: Backend) {
     let agent = agent();
     let id = pending_id(delete(&gw, "/workspaces/ws-race", &agent).await).await;
     approve(&gw, &id, "alice").await;
-    let tasks: Vec<_> = (0..50)
-        .map(|_| {
-            let (client, url, agent) = (
-                gw.client.clone(),
-                gw.url("/workspaces/ws-race"),
-                agent.clone(),
-            );
-            tokio::spawn(async move {
-                client
-                    .delete(url)
-                    .bearer_auth(agent)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-            })
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for t in tasks {
-        statuses.push(t.await.unwrap());
-    }
-    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
-    let pending = statuses
-        .iter()
-        .filter(|s| **s == StatusCode::ACCEPTED)
-        .count();
+    let urls = vec![gw.url("/workspaces/ws-race"); 50];
+    let (ok, pending, statuses) = concurrent_deletes(&gw.client, urls, &agent).await;
     assert_eq!((ok, pending), (1, 49), "{statuses:?}");
     assert_eq!(gw.upstream.wait_for_requests(1).await.len(), 1);
     gw.stop().await;

@@ -6,7 +6,7 @@ use approval_gateway::store::{Status, VoteKind};
 use reqwest::StatusCode;
 
 use crate::support::db;
-use crate::support::gateway::{agent, start, Backend, Gateway};
+use crate::support::gateway::{agent, concurrent_deletes, start, Backend, Gateway};
 use crate::wait::{send, the_pending, vote};
 
 /// Replicas A and B sharing one fresh database; `None` (after SKIPPED) without Postgres.
@@ -58,31 +58,11 @@ async fn postgres_replicas_fifty_retries_over_both_consume_one_approval_once() {
     let id = the_pending(&b).await;
     let _ = vote(&b, id, VoteKind::Approve).await;
     let agent = agent();
-    let tasks: Vec<_> = (0..50)
-        .map(|i| {
-            let gw = if i % 2 == 0 { &a } else { &b };
-            let (client, url, agent) =
-                (gw.client.clone(), gw.url("/workspaces/ws-r"), agent.clone());
-            tokio::spawn(async move {
-                client
-                    .delete(url)
-                    .bearer_auth(agent)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-            })
-        })
+    // Spread over both replicas: even requests to A, odd to B.
+    let urls = (0..50)
+        .map(|i| if i % 2 == 0 { &a } else { &b }.url("/workspaces/ws-r"))
         .collect();
-    let mut statuses = Vec::new();
-    for t in tasks {
-        statuses.push(t.await.unwrap());
-    }
-    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
-    let pending = statuses
-        .iter()
-        .filter(|s| **s == StatusCode::ACCEPTED)
-        .count();
+    let (ok, pending, statuses) = concurrent_deletes(&a.client, urls, &agent).await;
     assert_eq!((ok, pending), (1, 49), "{statuses:?}");
     let forwarded =
         a.upstream.wait_for_requests(0).await.len() + b.upstream.wait_for_requests(0).await.len();

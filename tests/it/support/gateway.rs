@@ -203,3 +203,36 @@ pub fn agent() -> String {
 pub fn human(name: &str) -> String {
     token(json!({"sub": name, "cp_session_actor": format!("session:{name}")}))
 }
+
+/// Send one `DELETE` per URL at once with `bearer`; returns (200s, 202s, every status).
+pub async fn concurrent_deletes(
+    client: &reqwest::Client,
+    urls: Vec<String>,
+    bearer: &str,
+) -> (usize, usize, Vec<reqwest::StatusCode>) {
+    let tasks: Vec<_> = urls
+        .into_iter()
+        .map(|url| {
+            let (client, bearer) = (client.clone(), bearer.to_owned());
+            tokio::spawn(async move {
+                client
+                    .delete(url)
+                    .bearer_auth(bearer)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    let count = |want: reqwest::StatusCode| statuses.iter().filter(|s| **s == want).count();
+    let (ok, pending) = (
+        count(reqwest::StatusCode::OK),
+        count(reqwest::StatusCode::ACCEPTED),
+    );
+    (ok, pending, statuses)
+}

@@ -11,6 +11,7 @@ RUN mkdir src && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
     && rm -rf src
 COPY src ./src
 COPY migrations ./migrations
+COPY build.rs ./
 RUN touch src/main.rs src/lib.rs && cargo build --profile dist --locked \
     && cp target/dist/approval-gateway /approval-gateway
 

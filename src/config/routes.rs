@@ -13,7 +13,7 @@ use super::file::{Errors, Section};
 use super::validate::quorum;
 use super::GuardRule;
 use crate::gate::{GateRule, Mode, Template};
-use crate::route::RouteTable;
+use crate::route::{Pattern, RouteTable};
 
 const ROUTE_KEYS: &[&str] = &[
     "action",
@@ -33,8 +33,13 @@ pub(crate) fn compile_routes(root: &Section<'_>, errs: &mut Errors) -> RouteTabl
         s.deny_unknown(ROUTE_KEYS, errs);
         let methods = methods(&s, errs);
         let path = path(&s, errs);
-        let params = path.as_deref().map(pattern_params).unwrap_or_default();
-        let rule = rule(&s, &params, path.is_some(), errs);
+        // An invalid pattern is reported by `table.add` below; its params are then unchecked.
+        let pattern = path.as_deref().and_then(|p| Pattern::parse(p).ok());
+        let params: Vec<String> = pattern
+            .iter()
+            .flat_map(|p| p.param_names().map(str::to_owned))
+            .collect();
+        let rule = rule(&s, &params, pattern.is_some(), errs);
         if let (Some(methods), Some(path), Some(rule)) = (methods, path, rule) {
             if let Err(e) = table.add(&methods, &path, Arc::new(rule)) {
                 errs.push(s.key_at("path"), e.to_string());
@@ -145,7 +150,7 @@ fn template(
     };
     let mut ok = true;
     if check_params {
-        for name in template_path_params(src) {
+        for name in t.path_params() {
             if !params.iter().any(|p| p == name) {
                 errs.push(
                     at,
@@ -156,23 +161,6 @@ fn template(
         }
     }
     ok.then_some(t)
-}
-
-/// The `{path.X}` names a template uses. A local scan of the source (rather than a method of
-/// `Template`) so this check does not depend on the template parser's internals.
-fn template_path_params(src: &str) -> impl Iterator<Item = &str> {
-    src.split("{path.")
-        .skip(1)
-        .filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
-}
-
-/// The parameter names a pattern captures: `{name}` and `{*rest}` segments.
-pub(crate) fn pattern_params(pattern: &str) -> Vec<String> {
-    pattern
-        .split('/')
-        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-        .map(|name| name.trim_start_matches('*').to_owned())
-        .collect()
 }
 
 fn path(s: &Section<'_>, errs: &mut Errors) -> Option<String> {

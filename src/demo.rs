@@ -31,24 +31,16 @@ pub async fn run() -> anyhow::Result<ExitCode> {
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     );
-    let toml = demo_config(upstream, &dir.join("approvals.db").display().to_string());
+    let (proxy, admin) = (port_or_any(8080), port_or_any(9090));
+    let db = dir.join("approvals.db").display().to_string();
+    let toml = demo_config(upstream, proxy, admin, &db);
     let env = |key: &str| match key {
         SECRET_ENV => Some(secret.clone()),
         "MOLECULE_PLATFORM_APPROVAL_GATE" => Some("enforce".to_owned()),
-        "GATEWAY_LISTEN" | "GATEWAY_ADMIN_LISTEN" => std::env::var(key).ok(),
         _ => None,
     };
     let config = config::parse(&toml, &env).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
-    let app = match App::build(config.clone()).await {
-        Ok(app) => app,
-        Err(_) => {
-            // 8080/9090 taken: any free ports will do for a demo.
-            let mut config = config;
-            config.listen.proxy.set_port(0);
-            config.listen.admin.set_port(0);
-            App::build(config).await?
-        }
-    };
+    let app = App::build(config).await?;
     let agent = mint(
         &secret,
         json!({"sub": "platform-agent", "org_token_id": "demo-org-token"}),
@@ -62,18 +54,32 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn demo_config(upstream: SocketAddr, db: &str) -> String {
+/// `preferred` on 127.0.0.1 when it is free, else any free port (so the 202's `Location`
+/// names the admin port really in use).
+fn port_or_any(preferred: u16) -> u16 {
+    let free = |p: u16| {
+        std::net::TcpListener::bind(("127.0.0.1", p))
+            .ok()?
+            .local_addr()
+            .ok()
+    };
+    free(preferred)
+        .or_else(|| free(0))
+        .map_or(preferred, |a| a.port())
+}
+
+fn demo_config(upstream: SocketAddr, proxy: u16, admin: u16, db: &str) -> String {
     format!(
         r#"
 [listen]
-proxy = "127.0.0.1:8080"
-admin = "127.0.0.1:9090"
+proxy = "127.0.0.1:{proxy}"
+admin = "127.0.0.1:{admin}"
 [upstream]
 url = "http://{upstream}"
 [store]
 url = "sqlite://{db}"
 [gate]
-public_admin_url = "http://127.0.0.1:9090"
+public_admin_url = "http://127.0.0.1:{admin}"
 [jwt]
 algorithms = ["HS256"]
 hs_secret_env = "{SECRET_ENV}"

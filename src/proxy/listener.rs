@@ -178,7 +178,9 @@ pub fn serve_sharded_from(
             .name(format!("proxy-shard-{i}"))
             .spawn(move || {
                 rt.block_on(async move {
-                    // Registering with this shard's own reactor happens here.
+                    // Registering with this shard's own reactor happens here, for the
+                    // listener and for the store connections the shard will open.
+                    let proxy = proxy.for_this_thread();
                     let listener = socket.listen();
                     let reported = listener.as_ref().map(|_| ()).map_err(|e| e.kind());
                     let _ = listening_tx.send(reported);

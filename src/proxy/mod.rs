@@ -78,6 +78,19 @@ impl Proxy {
         }
     }
 
+    /// This proxy for one shard thread: the same upstream, policy and metrics, and a store
+    /// handle whose connections belong to the calling thread's runtime
+    /// ([`Store::for_this_thread`]). Call it on the shard's runtime.
+    pub fn for_this_thread(&self) -> Proxy {
+        let s = &*self.shared;
+        Proxy::new(
+            s.upstream.clone(),
+            Arc::clone(&s.metrics),
+            Arc::clone(&s.policy),
+            s.store.for_this_thread(),
+        )
+    }
+
     pub fn upstream(&self) -> &Upstream {
         &self.shared.upstream
     }

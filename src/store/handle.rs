@@ -26,6 +26,8 @@ const BACKOFF_CAP: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 pub struct Store {
     inner: Arc<Inner>,
+    /// Postgres: a pool of this thread's own (see [`Store::for_this_thread`]), else `None`.
+    local: Option<Arc<PgStore>>,
 }
 
 #[derive(Debug)]
@@ -66,10 +68,31 @@ impl Store {
         };
         Ok(Store {
             inner: Arc::new(inner),
+            local: None,
         })
     }
 
+    /// The same store (readiness, event feed) with, on Postgres, a connection pool of its own
+    /// opened on the calling thread's runtime, for a proxy shard. A connection's socket is
+    /// registered with the reactor of the runtime that opened it; used from another runtime,
+    /// every read and write wakes that runtime's thread first. A shard's own pool keeps each
+    /// gated request's round trips on its thread. SQLite has one connection on a worker
+    /// thread of its own either way: shared as is.
+    pub fn for_this_thread(&self) -> Store {
+        let local = match &self.inner.backend {
+            Backend::Postgres(pg) => Some(Arc::new(pg.sibling())),
+            Backend::Sqlite(_) => None,
+        };
+        Store {
+            inner: Arc::clone(&self.inner),
+            local,
+        }
+    }
+
     pub fn backend(&self) -> &dyn ApprovalStore {
+        if let Some(local) = &self.local {
+            return &**local;
+        }
         match &self.inner.backend {
             Backend::Sqlite(s) => s,
             Backend::Postgres(s) => s,

@@ -11,14 +11,14 @@
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
-use sqlx::{PgPool, Postgres, QueryBuilder, Row as _};
+use sqlx::{Connection as _, PgPool, Postgres, QueryBuilder, Row as _};
 use tokio::sync::broadcast;
 
 use super::common::{self, classify, Row};
@@ -28,14 +28,23 @@ use super::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
-pub use super::postgres_ops::CONSUME_SQL;
+pub use super::postgres_ops::GATE_SQL;
 
 /// The NOTIFY channel the `approval_events` trigger announces on.
 pub const EVENTS_CHANNEL: &str = "approval_events";
 
+/// A pooled connection idle at least this long is pinged before use (see `PgStore::lazy`).
+const PING_IDLE_AFTER: Duration = Duration::from_secs(10);
+
+/// Connections per pool: the replica's shared pool (API, sweeper, CLI, event listener), and
+/// each proxy shard's own (see `Store::for_this_thread`).
+const SHARED_POOL_MAX: u32 = 16;
+const SHARD_POOL_MAX: u32 = 8;
+
 #[derive(Debug)]
 pub struct PgStore {
     pool: PgPool,
+    opts: Arc<PgConnectOptions>,
     listening: AtomicBool,
 }
 
@@ -50,16 +59,38 @@ impl PgStore {
     /// Never connects (the pool is lazy). Must be called inside a Tokio runtime.
     pub fn open(url: &str) -> Result<Self, StoreError> {
         let opts = PgConnectOptions::from_str(url).map_err(|e| StoreError::Url(e.to_string()))?;
+        Ok(Self::lazy(Arc::new(opts), SHARED_POOL_MAX))
+    }
+
+    /// Another lazy pool on the same database, for the calling thread's runtime.
+    pub(super) fn sibling(&self) -> Self {
+        Self::lazy(Arc::clone(&self.opts), SHARD_POOL_MAX)
+    }
+
+    fn lazy(opts: Arc<PgConnectOptions>, max: u32) -> Self {
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(max)
             .min_connections(0)
             // Fail closed quickly when the database is down (the proxy answers 503).
             .acquire_timeout(Duration::from_secs(3))
-            .connect_lazy_with(opts);
-        Ok(Self {
+            // sqlx's default pings every connection it hands out: one extra round trip per
+            // gated request. Ping only connections idle long enough to have gone stale; a
+            // failed ping closes that one and the pool opens another.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IDLE_AFTER {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
+            .connect_lazy_with((*opts).clone());
+        Self {
             pool,
+            opts,
             listening: AtomicBool::new(false),
-        })
+        }
     }
 
     /// Subscribe to the events channel and spawn the task feeding `feed`; returns once LISTEN
@@ -81,28 +112,27 @@ impl PgStore {
     }
 }
 
-/// Notification → event row → broadcast. Reading each announced id (rather than "everything
-/// after the last id") is deliberate: bigserial ids commit out of order across sessions.
+/// Notification → event → broadcast. The payload is the event row as JSON (migration 0002),
+/// or its id alone when the row is too big for a payload; only then is the row read. Events
+/// are decoded only while someone subscribes (SSE streams, waiting requests).
 async fn relay(mut listener: PgListener, pool: PgPool, feed: Weak<broadcast::Sender<AuditEvent>>) {
     loop {
         let note = tokio::time::timeout(Duration::from_secs(15), listener.recv()).await;
         let Some(feed) = feed.upgrade() else { return };
         match note {
             Err(_idle) => {}
-            Ok(Ok(note)) => {
-                let Ok(id) = note.payload().parse::<i64>() else {
-                    continue;
-                };
-                match ops::event_by_id(&pool, id).await {
+            Ok(Ok(note)) if feed.receiver_count() > 0 => {
+                match announced(&pool, note.payload()).await {
                     Ok(Some(e)) => {
                         let _ = feed.send(e);
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        tracing::warn!(error = %e, event_id = id, "cannot read announced audit event")
+                        tracing::warn!(error = %e, payload_len = note.payload().len(), "cannot read announced audit event")
                     }
                 }
             }
+            Ok(Ok(_unheard)) => {}
             Ok(Err(e)) => {
                 // recv() reconnects and re-subscribes on the next call; events in between are
                 // still in `approval_events` for `events_after` readers.
@@ -111,6 +141,36 @@ async fn relay(mut listener: PgListener, pool: PgPool, feed: Weak<broadcast::Sen
             }
         }
     }
+}
+
+/// The event a NOTIFY payload announces: the row itself as JSON, or an id to read.
+async fn announced(pool: &PgPool, payload: &str) -> Result<Option<AuditEvent>, StoreError> {
+    if let Ok(id) = payload.parse::<i64>() {
+        return ops::event_by_id(pool, id).await;
+    }
+    let raw: NotifiedEvent = serde_json::from_str(payload)
+        .map_err(|e| StoreError::Corrupt(format!("audit event payload: {e}")))?;
+    Ok(Some(AuditEvent {
+        id: raw.id,
+        approval_id: ApprovalId(raw.approval_id),
+        event: common::parse_event(&raw.event)?,
+        actor: raw.actor,
+        via: common::parse_via(&raw.via)?,
+        detail: raw.detail,
+        at: raw.at,
+    }))
+}
+
+/// An `approval_events` row as `row_to_json` writes it.
+#[derive(serde::Deserialize)]
+struct NotifiedEvent {
+    id: i64,
+    approval_id: uuid::Uuid,
+    event: String,
+    actor: String,
+    via: String,
+    detail: serde_json::Value,
+    at: DateTime<Utc>,
 }
 
 pub(super) fn decode(r: &PgRow) -> Result<Row, StoreError> {
@@ -177,15 +237,7 @@ impl ApprovalStore for PgStore {
         now: DateTime<Utc>,
     ) -> Result<GateOutcome, StoreError> {
         let mut c = self.pool.acquire().await.map_err(classify)?;
-        if let Some(id) = ops::consume(&mut c, new, now).await? {
-            return Ok(GateOutcome::Consumed(id));
-        }
-        let o = ops::open_pending(&mut c, new, ttl, now, Via::Gateway).await?;
-        Ok(GateOutcome::Pending {
-            approval: o.approval,
-            created: o.created,
-            previous: o.previous,
-        })
+        ops::consume_or_open(&mut c, new, ttl, now, Via::Gateway, true).await
     }
 
     async fn request(
@@ -195,8 +247,14 @@ impl ApprovalStore for PgStore {
         now: DateTime<Utc>,
     ) -> Result<(Approval, bool), StoreError> {
         let mut c = self.pool.acquire().await.map_err(classify)?;
-        let o = ops::open_pending(&mut c, new, ttl, now, Via::Api).await?;
-        Ok((o.approval, o.created))
+        match ops::consume_or_open(&mut c, new, ttl, now, Via::Api, false).await? {
+            GateOutcome::Pending {
+                approval, created, ..
+            } => Ok((approval, created)),
+            GateOutcome::Consumed(_) => Err(StoreError::Corrupt(
+                "a request for approval consumed one".into(),
+            )),
+        }
     }
 
     async fn record_upstream(

@@ -6,36 +6,78 @@
 //! reach subscribers through the NOTIFY trigger, not from here.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use sqlx::{Connection as _, PgConnection, PgPool, Row as _};
+use sqlx::{PgConnection, PgPool, Row as _};
 use uuid::Uuid;
 
 use super::common::{self, classify, Row};
 use super::postgres::{decode, decode_event, COLS, EVENT_COLS};
 use super::*;
 
-/// The gate's consume step, exactly as run (the race test executes this text on two sessions).
-/// Binds: `$1` now, `$2` scope, `$3` action, `$4` request_hash, `$5` actor. Returns the consumed
-/// approval's id, or no row. The candidate is locked with `FOR UPDATE SKIP LOCKED` and the outer
-/// `WHERE` repeats the state conditions, so a second session can never consume it too.
-pub const CONSUME_SQL: &str = "WITH c AS ( \
-       UPDATE approvals SET status = 'consumed', consumed_at = $1 \
-       WHERE id = (SELECT id FROM approvals \
-                   WHERE scope = $2 AND action = $3 AND request_hash = $4 \
-                     AND status = 'approved' AND expires_at > $1 \
-                   ORDER BY decided_at DESC, id DESC LIMIT 1 FOR UPDATE SKIP LOCKED) \
-         AND status = 'approved' AND consumed_at IS NULL AND expires_at > $1 \
-       RETURNING id) \
-     INSERT INTO approval_events (approval_id, event, actor, via, detail, at) \
-     SELECT id, 'consumed', $5, 'gateway', '{}'::jsonb, $1 FROM c RETURNING approval_id";
+/// The gate's first (and usually only) statement, exactly as run: the race test executes this
+/// text on two sessions. Binds: `$1` now, `$2` scope, `$3` action, `$4` request_hash, `$5`
+/// actor, `$6` via, `$7` whether to consume (false for `POST /v1/approvals`).
+///
+/// One round trip does the whole retry path: consume the newest approved approval of this
+/// identity (audited `consumed`), else find the pending one and, if it is live, audit the retry
+/// (`deduplicated`). It always returns one row: `consumed_id` (the consumed approval, or null)
+/// and the pending row's columns (null when there is none). Single use: the candidate is locked
+/// with `FOR UPDATE SKIP LOCKED` and the outer `WHERE` repeats the state conditions, so a second
+/// session can never consume it too (BASELINES.md's trap). The pending lookup cannot see the
+/// consume (one snapshot), but it never needs to: it reads `pending` rows, the consume touches
+/// `approved` ones, and `NOT EXISTS (SELECT 1 FROM c)` skips it when something was consumed.
+pub static GATE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH c AS ( \
+           UPDATE approvals SET status = 'consumed', consumed_at = $1 \
+           WHERE $7 AND id = (SELECT id FROM approvals \
+                       WHERE scope = $2 AND action = $3 AND request_hash = $4 \
+                         AND status = 'approved' AND expires_at > $1 \
+                       ORDER BY decided_at DESC, id DESC LIMIT 1 FOR UPDATE SKIP LOCKED) \
+             AND status = 'approved' AND consumed_at IS NULL AND expires_at > $1 \
+           RETURNING id), \
+         ce AS ( \
+           INSERT INTO approval_events (approval_id, event, actor, via, detail, at) \
+           SELECT id, 'consumed', $5, 'gateway', '{{}}'::jsonb, $1 FROM c), \
+         p AS ( \
+           SELECT {COLS} FROM approvals \
+           WHERE scope = $2 AND action = $3 AND request_hash = $4 AND status = 'pending' \
+             AND NOT EXISTS (SELECT 1 FROM c)), \
+         pe AS ( \
+           INSERT INTO approval_events (approval_id, event, actor, via, detail, at) \
+           SELECT id, 'deduplicated', $5, $6, '{{}}'::jsonb, $1 FROM p WHERE expires_at > $1) \
+         SELECT (SELECT id FROM c) AS consumed_id, p.* FROM (VALUES (1)) AS one LEFT JOIN p ON true"
+    )
+});
 
-pub(super) struct Opened {
-    pub approval: Approval,
-    pub created: bool,
-    pub previous: Option<ApprovalId>,
-}
+/// Creates the pending approval and its `requested` audit row in one statement, with the
+/// denied approval it follows (SPEC §6.3: the newest with this identity, if denied after the
+/// last consumption). No row when a concurrent first call won the partial unique index.
+static CREATE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH prev AS ( \
+           SELECT a.id FROM (SELECT id, status, decided_at FROM approvals \
+                             WHERE scope = $3 AND action = $2 AND request_hash = $6 \
+                             ORDER BY created_at DESC, id DESC LIMIT 1) a \
+           WHERE a.status = 'denied' AND NOT EXISTS ( \
+             SELECT 1 FROM approvals b WHERE b.scope = $3 AND b.action = $2 AND b.request_hash = $6 \
+               AND b.consumed_at >= a.decided_at)), \
+         i AS ( \
+           INSERT INTO approvals (id, status, action, scope, reason, context, request_hash, method, path, \
+             requester, requester_actors, caller, approvals_required, created_at, expires_at, previous_id) \
+           VALUES ($1, 'pending', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, (SELECT id FROM prev)) \
+           ON CONFLICT (scope, action, request_hash) WHERE status = 'pending' DO NOTHING \
+           RETURNING {COLS}), \
+         e AS ( \
+           INSERT INTO approval_events (approval_id, event, actor, via, detail, at) \
+           SELECT id, 'requested', requester, $15, \
+             jsonb_build_object('previous', previous_id, 'method', method, 'path', path), created_at FROM i) \
+         SELECT {COLS} FROM i"
+    )
+});
 
 pub(super) async fn event(
     c: &mut PgConnection,
@@ -146,40 +188,82 @@ pub(super) async fn load_some(
         .ok_or_else(|| StoreError::Corrupt(format!("approval {id} vanished")))
 }
 
-pub(super) async fn consume(
+/// What [`GATE_SQL`] found.
+enum Found {
+    Consumed(ApprovalId),
+    /// The live pending approval; the retry is audited already.
+    Live(Box<Row>),
+    /// A pending row past its deadline (not audited): expire it, then create a new one.
+    Due,
+    Nothing,
+}
+
+async fn gate_step(
     c: &mut PgConnection,
     new: &NewApproval,
     now: DateTime<Utc>,
-) -> Result<Option<ApprovalId>, StoreError> {
-    let row = sqlx::query(CONSUME_SQL)
+    via: Via,
+    consume: bool,
+) -> Result<Found, StoreError> {
+    let r = sqlx::query(&GATE_SQL)
         .bind(now)
         .bind(&new.scope)
         .bind(&new.action)
         .bind(&new.request_hash)
         .bind(&new.requester)
-        .fetch_optional(&mut *c)
+        .bind(common::via_str(via))
+        .bind(consume)
+        .fetch_one(&mut *c)
         .await
         .map_err(classify)?;
-    row.map(|r| {
-        r.try_get("approval_id")
-            .map(ApprovalId)
-            .map_err(StoreError::Query)
+    let g = StoreError::Query;
+    if let Some(id) = r.try_get::<Option<Uuid>, _>("consumed_id").map_err(g)? {
+        return Ok(Found::Consumed(ApprovalId(id)));
+    }
+    if r.try_get::<Option<Uuid>, _>("id").map_err(g)?.is_none() {
+        return Ok(Found::Nothing);
+    }
+    let row = decode(&r)?;
+    Ok(if row.is_due(now) {
+        Found::Due
+    } else {
+        Found::Live(Box::new(row))
     })
-    .transpose()
 }
 
-async fn pending_row(c: &mut PgConnection, new: &NewApproval) -> Result<Option<Row>, StoreError> {
-    let sql = format!(
-        "SELECT {COLS} FROM approvals WHERE scope = $1 AND action = $2 AND request_hash = $3 AND status = 'pending'"
-    );
-    let row = sqlx::query(&sql)
-        .bind(&new.scope)
-        .bind(&new.action)
-        .bind(&new.request_hash)
-        .fetch_optional(&mut *c)
-        .await
-        .map_err(classify)?;
-    row.as_ref().map(decode).transpose()
+/// Steps 1–2 of the gate (`consume`), and `POST /v1/approvals` (not `consume`): consume an
+/// approved approval, else reuse the live pending one, else create it. A retry or a consume is
+/// one statement; creating adds one (and one more to expire a due pending row first). All are
+/// autocommit statements that each carry their audit rows, so no transaction is held open.
+pub(super) async fn consume_or_open(
+    c: &mut PgConnection,
+    new: &NewApproval,
+    ttl: Ttls,
+    now: DateTime<Utc>,
+    via: Via,
+    consume: bool,
+) -> Result<GateOutcome, StoreError> {
+    // Losing the creation race to a concurrent first call means the winner's row exists now:
+    // the next lookup reuses it. Three rounds only run out if that row is decided each time.
+    for _ in 0..3 {
+        match gate_step(c, new, now, via, consume).await? {
+            Found::Consumed(id) => return Ok(GateOutcome::Consumed(id)),
+            Found::Live(row) => return reused(c, *row, now).await,
+            Found::Due => expire_identity(c, new, now).await?,
+            Found::Nothing => {}
+        }
+        if let Some(row) = create(c, new, ttl, now, via).await? {
+            let previous = row.previous_id.map(ApprovalId);
+            return Ok(GateOutcome::Pending {
+                approval: row.into_approval(Vec::new(), now)?,
+                created: true,
+                previous,
+            });
+        }
+    }
+    Err(StoreError::Corrupt(
+        "the pending approval kept changing while it was being reused".into(),
+    ))
 }
 
 /// Turns this identity's due pending row (if any) into `expired`, audited, in one statement.
@@ -206,42 +290,15 @@ async fn expire_identity(
     .map_err(classify)
 }
 
-/// SPEC §6.3: the newest approval with this identity, if denied after the last consumption.
-async fn previous_denied(
-    c: &mut PgConnection,
-    new: &NewApproval,
-) -> Result<Option<Uuid>, StoreError> {
-    sqlx::query_scalar(
-        "SELECT id FROM (SELECT id, status, decided_at FROM approvals \
-                         WHERE scope = $1 AND action = $2 AND request_hash = $3 \
-                         ORDER BY created_at DESC, id DESC LIMIT 1) a \
-         WHERE a.status = 'denied' AND NOT EXISTS ( \
-           SELECT 1 FROM approvals b WHERE b.scope = $1 AND b.action = $2 AND b.request_hash = $3 \
-             AND b.consumed_at >= a.decided_at)",
-    )
-    .bind(&new.scope)
-    .bind(&new.action)
-    .bind(&new.request_hash)
-    .fetch_optional(&mut *c)
-    .await
-    .map_err(classify)
-}
-
-async fn insert_pending(
+async fn create(
     c: &mut PgConnection,
     new: &NewApproval,
     ttl: Ttls,
     now: DateTime<Utc>,
-    previous: Option<Uuid>,
+    via: Via,
 ) -> Result<Option<Row>, StoreError> {
-    let sql = format!(
-        "INSERT INTO approvals (id, status, action, scope, reason, context, request_hash, method, path, requester, \
-           requester_actors, caller, approvals_required, created_at, expires_at, previous_id) \
-         VALUES ($1, 'pending', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-         ON CONFLICT (scope, action, request_hash) WHERE status = 'pending' DO NOTHING RETURNING {COLS}"
-    );
     let required = i32::try_from(new.approvals_required.max(1)).unwrap_or(i32::MAX);
-    let row = sqlx::query(&sql)
+    let row = sqlx::query(&CREATE_SQL)
         .bind(ApprovalId::new().0)
         .bind(&new.action)
         .bind(&new.scope)
@@ -256,77 +313,18 @@ async fn insert_pending(
         .bind(required)
         .bind(now)
         .bind(common::deadline(now, ttl.pending))
-        .bind(previous)
+        .bind(common::via_str(via))
         .fetch_optional(&mut *c)
         .await
         .map_err(classify)?;
     row.as_ref().map(decode).transpose()
 }
 
-/// Step 2 of the gate (and `request`). The common retry path (a live pending row exists) is two
-/// autocommit statements; creating runs in a transaction.
-pub(super) async fn open_pending(
-    c: &mut PgConnection,
-    new: &NewApproval,
-    ttl: Ttls,
-    now: DateTime<Utc>,
-    via: Via,
-) -> Result<Opened, StoreError> {
-    if let Some(row) = pending_row(c, new).await? {
-        if !row.is_due(now) {
-            return reuse(c, row, new, now, via).await;
-        }
-    }
-    let mut tx = c.begin().await.map_err(classify)?;
-    expire_identity(&mut tx, new, now).await?;
-    let previous = previous_denied(&mut tx, new).await?;
-    let opened = match insert_pending(&mut tx, new, ttl, now, previous).await? {
-        Some(row) => {
-            let detail = json!({ "previous": previous, "method": new.method, "path": new.path });
-            event(
-                &mut tx,
-                row.id,
-                EventKind::Requested,
-                &new.requester,
-                via,
-                detail,
-                now,
-            )
-            .await?;
-            let previous = row.previous_id.map(ApprovalId);
-            Opened {
-                approval: row.into_approval(Vec::new(), now)?,
-                created: true,
-                previous,
-            }
-        }
-        // A concurrent first call won the partial unique index: reuse its row.
-        None => match pending_row(&mut tx, new).await? {
-            Some(row) => reuse(&mut tx, row, new, now, via).await?,
-            None => return Err(StoreError::Corrupt("pending row vanished".into())),
-        },
-    };
-    tx.commit().await.map_err(classify)?;
-    Ok(opened)
-}
-
-async fn reuse(
+async fn reused(
     c: &mut PgConnection,
     row: Row,
-    new: &NewApproval,
     now: DateTime<Utc>,
-    via: Via,
-) -> Result<Opened, StoreError> {
-    event(
-        c,
-        row.id,
-        EventKind::Deduplicated,
-        &new.requester,
-        via,
-        json!({}),
-        now,
-    )
-    .await?;
+) -> Result<GateOutcome, StoreError> {
     let previous = row.previous_id.map(ApprovalId);
     // With a quorum of one, a still-pending approval has no decisions (any vote closes it):
     // skip the round trip on the hot retry path.
@@ -338,7 +336,7 @@ async fn reuse(
             .pop()
             .ok_or_else(|| StoreError::Corrupt("approval vanished".into()))?
     };
-    Ok(Opened {
+    Ok(GateOutcome::Pending {
         approval,
         created: false,
         previous,

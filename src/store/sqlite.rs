@@ -56,6 +56,9 @@ impl SqliteStore {
             .idle_timeout(None)
             .max_lifetime(None)
             .acquire_timeout(Duration::from_secs(10))
+            // An in-process database does not go stale; sqlx's default ping per checkout would
+            // cost one more trip to the connection's worker thread per gated request.
+            .test_before_acquire(false)
             .connect_lazy_with(opts);
         Ok(Self { pool, events })
     }

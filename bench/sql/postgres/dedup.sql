@@ -1,24 +1,26 @@
--- (b) retry of a pending request, statement for statement as the store sends it
--- (src/store/postgres.rs consume_or_create -> ops::consume, ops::open_pending -> reuse; with a
--- quorum of one the decisions query is skipped).
--- 1. consume attempt (finds nothing: the identity is pending)
+-- (b) retry of a pending request, as the store sends it (src/store/postgres_ops.rs GATE_SQL):
+-- one statement tries to consume, finds the live pending row and audits the retry. With a
+-- quorum of one the decisions query is skipped.
 WITH c AS (
   UPDATE approvals SET status = 'consumed', consumed_at = now()
-  WHERE id = (SELECT id FROM approvals
-              WHERE scope = :run::text || '-' || :client_id AND action = 'delete_workspace'
-                AND request_hash = md5(:run::text || '-' || :client_id)
+  WHERE true AND id = (SELECT id FROM approvals
+              WHERE scope = (:run::text || '-' || :client_id) AND action = 'delete_workspace'
+                AND request_hash = md5((:run::text || '-' || :client_id))
                 AND status = 'approved' AND expires_at > now()
               ORDER BY decided_at DESC, id DESC LIMIT 1 FOR UPDATE SKIP LOCKED)
     AND status = 'approved' AND consumed_at IS NULL AND expires_at > now()
-  RETURNING id)
-INSERT INTO approval_events (approval_id, event, actor, via, detail, at)
-SELECT id, 'consumed', 'bench-agent', 'gateway', '{}'::jsonb, now() FROM c RETURNING approval_id;
--- 2. the live pending row
-SELECT id, status, action, scope, reason, context, request_hash, method, path, requester,
-  requester_actors, caller, approvals_required, created_at, expires_at, decided_at, consumed_at,
-  upstream_status, upstream_error, previous_id
-FROM approvals WHERE scope = :run::text || '-' || :client_id AND action = 'delete_workspace'
-  AND request_hash = md5(:run::text || '-' || :client_id) AND status = 'pending' \gset p_
--- 3. audit the retry
-INSERT INTO approval_events (approval_id, event, actor, via, detail, at)
-VALUES (:p_id, 'deduplicated', 'bench-agent', 'gateway', '{}', now());
+  RETURNING id),
+ce AS (
+  INSERT INTO approval_events (approval_id, event, actor, via, detail, at)
+  SELECT id, 'consumed', 'bench-agent', 'gateway', '{}'::jsonb, now() FROM c),
+p AS (
+  SELECT id, status, action, scope, reason, context, request_hash, method, path, requester,
+    requester_actors, caller, approvals_required, created_at, expires_at, decided_at, consumed_at,
+    upstream_status, upstream_error, previous_id
+  FROM approvals WHERE scope = (:run::text || '-' || :client_id) AND action = 'delete_workspace'
+    AND request_hash = md5((:run::text || '-' || :client_id)) AND status = 'pending'
+    AND NOT EXISTS (SELECT 1 FROM c)),
+pe AS (
+  INSERT INTO approval_events (approval_id, event, actor, via, detail, at)
+  SELECT id, 'deduplicated', 'bench-agent', 'gateway', '{}'::jsonb, now() FROM p WHERE expires_at > now())
+SELECT (SELECT id FROM c) AS consumed_id, p.* FROM (VALUES (1)) AS one LEFT JOIN p ON true;

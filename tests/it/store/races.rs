@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use approval_gateway::store::postgres::CONSUME_SQL;
+use approval_gateway::store::postgres::GATE_SQL;
 use approval_gateway::store::*;
 use sqlx::{Connection, PgConnection, Row};
 use tokio::task::JoinSet;
@@ -98,22 +98,24 @@ super::on_both_backends!(
     concurrent_first_calls_make_one_pending
 );
 
-/// Runs the store's consume statement on `c`; the consumed id, if any.
+/// Runs the store's gate statement on `c`; the consumed id, if any.
 async fn consume_sql(c: &mut PgConnection, new: &NewApproval) -> Option<uuid::Uuid> {
     let row = tokio::time::timeout(
         Duration::from_secs(10),
-        sqlx::query(CONSUME_SQL)
+        sqlx::query(&GATE_SQL)
             .bind(t0())
             .bind(&new.scope)
             .bind(&new.action)
             .bind(&new.request_hash)
             .bind(&new.requester)
-            .fetch_optional(&mut *c),
+            .bind("gateway")
+            .bind(true)
+            .fetch_one(&mut *c),
     )
     .await
-    .expect("the consume statement never blocks on a locked row")
-    .expect("consume");
-    row.map(|r| r.get("approval_id"))
+    .expect("the gate statement never blocks on a locked row")
+    .expect("gate statement");
+    row.get("consumed_id")
 }
 
 /// Session `first` consumes inside an open transaction; `second` must get nothing, both while

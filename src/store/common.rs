@@ -183,8 +183,15 @@ pub(crate) fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
 }
 
 /// Classifies a driver error: can't reach or talk to the database → `Unavailable`; anything the
-/// database itself rejected → `Query`.
+/// database itself rejected → `Query`. The server ending the session (SQLSTATE class 08,
+/// connection exception, or 57P, e.g. `57P01` when an administrator or a shutdown terminates
+/// it) counts as unreachable: the connection is gone, not the statement wrong.
 pub(crate) fn classify(err: sqlx::Error) -> StoreError {
+    let session_ended = |e: &sqlx::Error| {
+        e.as_database_error()
+            .and_then(|d| d.code())
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
+    };
     match err {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
@@ -192,6 +199,7 @@ pub(crate) fn classify(err: sqlx::Error) -> StoreError {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Protocol(_) => StoreError::Unavailable(err),
+        e if session_ended(&e) => StoreError::Unavailable(e),
         other => StoreError::Query(other),
     }
 }

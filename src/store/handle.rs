@@ -26,7 +26,7 @@ const BACKOFF_CAP: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 pub struct Store {
     inner: Arc<Inner>,
-    /// Postgres: a pool of this thread's own (see [`Store::for_this_thread`]), else `None`.
+    /// Postgres: gate connections of this thread's own ([`Store::for_this_thread`]), else `None`.
     local: Option<Arc<PgStore>>,
 }
 
@@ -72,11 +72,11 @@ impl Store {
         })
     }
 
-    /// The same store (readiness, event feed) with, on Postgres, a connection pool of its own
-    /// opened on the calling thread's runtime, for a proxy shard. A connection's socket is
-    /// registered with the reactor of the runtime that opened it; used from another runtime,
-    /// every read and write wakes that runtime's thread first. A shard's own pool keeps each
-    /// gated request's round trips on its thread. SQLite has one connection on a worker
+    /// The same store (readiness, event feed, API pool) with, on Postgres, a set of gate
+    /// connections of its own, opened on the calling thread's runtime: for a proxy shard. A
+    /// socket is registered with the reactor of the runtime that opened it; used from another
+    /// runtime, every read and write wakes that runtime's thread first. A shard's own set keeps
+    /// each gated request's round trips on its thread. SQLite has one connection on a worker
     /// thread of its own either way: shared as is.
     pub fn for_this_thread(&self) -> Store {
         let local = match &self.inner.backend {

@@ -15,6 +15,7 @@ use std::time::Duration;
 mod common;
 mod handle;
 pub mod postgres;
+mod postgres_conns;
 mod postgres_decide;
 mod postgres_ops;
 pub mod sqlite;

@@ -22,6 +22,7 @@ use sqlx::{Connection as _, PgPool, Postgres, QueryBuilder, Row as _};
 use tokio::sync::broadcast;
 
 use super::common::{self, classify, Row};
+use super::postgres_conns::{Conns, PING_IDLE_AFTER};
 use super::postgres_decide as decide;
 use super::postgres_ops as ops;
 use super::*;
@@ -33,17 +34,16 @@ pub use super::postgres_ops::GATE_SQL;
 /// The NOTIFY channel the `approval_events` trigger announces on.
 pub const EVENTS_CHANNEL: &str = "approval_events";
 
-/// A pooled connection idle at least this long is pinged before use (see `PgStore::lazy`).
-const PING_IDLE_AFTER: Duration = Duration::from_secs(10);
-
-/// Connections per pool: the replica's shared pool (API, sweeper, CLI, event listener), and
-/// each proxy shard's own (see `Store::for_this_thread`).
-const SHARED_POOL_MAX: u32 = 16;
-const SHARD_POOL_MAX: u32 = 8;
+/// Connections: the replica's sqlx pool (API, sweeper, CLI, event listener), and the gate's
+/// own set per store handle (each proxy shard has one, see `Store::for_this_thread`).
+const POOL_MAX: u32 = 16;
+const GATE_CONNS_MAX: usize = 8;
 
 #[derive(Debug)]
 pub struct PgStore {
     pool: PgPool,
+    /// The gate's hot path: `consume_or_create` and `record_upstream`.
+    gate: Conns,
     opts: Arc<PgConnectOptions>,
     listening: AtomicBool,
 }
@@ -59,23 +59,13 @@ impl PgStore {
     /// Never connects (the pool is lazy). Must be called inside a Tokio runtime.
     pub fn open(url: &str) -> Result<Self, StoreError> {
         let opts = PgConnectOptions::from_str(url).map_err(|e| StoreError::Url(e.to_string()))?;
-        Ok(Self::lazy(Arc::new(opts), SHARED_POOL_MAX))
-    }
-
-    /// Another lazy pool on the same database, for the calling thread's runtime.
-    pub(super) fn sibling(&self) -> Self {
-        Self::lazy(Arc::clone(&self.opts), SHARD_POOL_MAX)
-    }
-
-    fn lazy(opts: Arc<PgConnectOptions>, max: u32) -> Self {
         let pool = PgPoolOptions::new()
-            .max_connections(max)
+            .max_connections(POOL_MAX)
             .min_connections(0)
             // Fail closed quickly when the database is down (the proxy answers 503).
             .acquire_timeout(Duration::from_secs(3))
-            // sqlx's default pings every connection it hands out: one extra round trip per
-            // gated request. Ping only connections idle long enough to have gone stale; a
-            // failed ping closes that one and the pool opens another.
+            // sqlx's default pings every connection it hands out; ping only those idle long
+            // enough to have gone stale (a failed ping closes it and the pool opens another).
             .test_before_acquire(false)
             .before_acquire(|conn, meta| {
                 Box::pin(async move {
@@ -85,10 +75,23 @@ impl PgStore {
                     Ok(true)
                 })
             })
-            .connect_lazy_with((*opts).clone());
-        Self {
+            .connect_lazy_with(opts.clone());
+        let opts = Arc::new(opts);
+        Ok(Self {
             pool,
+            gate: Conns::new(Arc::clone(&opts), GATE_CONNS_MAX),
             opts,
+            listening: AtomicBool::new(false),
+        })
+    }
+
+    /// The same store with a gate connection set of its own, opened on the calling thread's
+    /// runtime when first used.
+    pub(super) fn sibling(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            gate: Conns::new(Arc::clone(&self.opts), GATE_CONNS_MAX),
+            opts: Arc::clone(&self.opts),
             listening: AtomicBool::new(false),
         }
     }
@@ -236,8 +239,14 @@ impl ApprovalStore for PgStore {
         ttl: Ttls,
         now: DateTime<Utc>,
     ) -> Result<GateOutcome, StoreError> {
-        let mut c = self.pool.acquire().await.map_err(classify)?;
-        ops::consume_or_open(&mut c, new, ttl, now, Via::Gateway, true).await
+        self.gate
+            .run(|mut c| {
+                Box::pin(async move {
+                    let r = ops::consume_or_open(&mut c, new, ttl, now, Via::Gateway, true).await;
+                    (c, r)
+                })
+            })
+            .await
     }
 
     async fn request(
@@ -268,21 +277,24 @@ impl ApprovalStore for PgStore {
             UpstreamResult::Error(e) => (None, Some(e.clone()), json!({ "error": e })),
         };
         // One statement: the update and its audit row commit together.
-        sqlx::query(
-            "WITH u AS (UPDATE approvals SET upstream_status = $2, upstream_error = $3 WHERE id = $1 RETURNING id) \
+        let sql = "WITH u AS (UPDATE approvals SET upstream_status = $2, upstream_error = $3 WHERE id = $1 RETURNING id) \
              INSERT INTO approval_events (approval_id, event, actor, via, detail, at) \
-             SELECT id, 'upstream', $4, 'gateway', $5, $6 FROM u",
-        )
-        .bind(id.0)
-        .bind(status)
-        .bind(error)
-        .bind(common::SYSTEM_ACTOR)
-        .bind(detail)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map(drop)
-        .map_err(classify)
+             SELECT id, 'upstream', $4, 'gateway', $5, $6 FROM u";
+        self.gate
+            .run(|mut c| {
+                let q = sqlx::query(sql)
+                    .bind(id.0)
+                    .bind(status)
+                    .bind(error.clone())
+                    .bind(common::SYSTEM_ACTOR)
+                    .bind(detail.clone())
+                    .bind(now);
+                Box::pin(async move {
+                    let r = q.execute(&mut c).await.map(drop).map_err(classify);
+                    (c, r)
+                })
+            })
+            .await
     }
 
     async fn get(

@@ -249,3 +249,37 @@ async fn migrate_until_ready_stops_on_shutdown_while_the_store_is_down() {
         .expect("task");
     assert!(!s.is_ready());
 }
+
+/// The database drops the gate's connections (a restart, a proxy in between): the next gated
+/// call reconnects and answers, rather than failing once per stale connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_gate_reconnects_after_its_connections_are_killed() {
+    let Some(url) = crate::support::db::postgres_url().await else {
+        return;
+    };
+    let s = Store::open(&url).expect("url");
+    s.backend().migrate().await.expect("migrate");
+    let new = req("ws-kill", "h-kill");
+    let first = s.backend().consume_or_create(&new, ttls(), t0()).await;
+    let id = match first.expect("first call") {
+        GateOutcome::Pending { approval, .. } => approval.id,
+        other => panic!("expected Pending, got {other:?}"),
+    };
+    let mut admin = PgConnection::connect(&url).await.expect("admin session");
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()) k",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .expect("terminate");
+    assert!(killed >= 1, "the gate's idle connection was there to kill");
+    let again = s.backend().consume_or_create(&new, ttls(), t0()).await;
+    match again.expect("the retry reconnects") {
+        GateOutcome::Pending {
+            approval, created, ..
+        } => assert_eq!((approval.id, created), (id, false)),
+        other => panic!("expected Pending, got {other:?}"),
+    }
+    let _ = admin.close().await;
+}

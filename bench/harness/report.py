@@ -186,11 +186,17 @@ def write(result, docs_dir, png_name="benchmarks.png"):
     for t, why in result["passthrough"].get("unavailable", {}).items():
         notes.append(f"`{t}` did not run: {why}")
     lines += [f"- {n}" for n in notes] or ["- nothing"]
+    # The hand-written reading of the numbers (kept in bench/, so regenerating keeps it).
+    analysis = os.path.join(os.path.dirname(os.path.dirname(__file__)), "analysis.md")
+    if os.path.exists(analysis):
+        with open(analysis) as f:
+            lines += ["", f.read().rstrip()]
     lines += ["", "## How to run", "",
               "```", "bench/run            # full run (~30 min); writes bench/out/*.json, this file and the PNG",
               "bench/run --smoke    # < 2 min: one short repetition of each pass-through target",
               "bench/run --help     # durations, repetitions, parts, an existing gateway binary",
               "bench/run --parts pass,callgrind --gateway-bin target/release/approval-gateway",
+              "bench/run --report bench/out/<time>.json   # rewrite this file from a recorded run",
               "```", ""]
     with open(os.path.join(docs_dir, "benchmarks.md"), "w") as f:
         f.write("\n".join(lines))

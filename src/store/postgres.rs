@@ -1,8 +1,10 @@
 //! The production backend: Postgres through sqlx, shared by several gateway replicas.
 //!
 //! Inputs: a `postgres://` URL. Outputs: the `ApprovalStore` operations, and (once started) a
-//! listener task that turns `NOTIFY approval_events, '<id>'` (sent by a trigger at commit, from
-//! every replica) into `AuditEvent`s on the handle's broadcast feed.
+//! listener task that turns `NOTIFY approval_events, '<event row as JSON>'` (sent by a trigger
+//! at commit, from every replica; just the id when the row is too big) into `AuditEvent`s on
+//! the handle's broadcast feed. The gate's hot path runs on its own connections
+//! (`postgres_conns.rs`), everything else on the shared sqlx pool.
 //!
 //! Invariants: single use across replicas — the consume `UPDATE` locks its candidate with
 //! `FOR UPDATE SKIP LOCKED` and repeats the state conditions in the outer `WHERE`, so a session

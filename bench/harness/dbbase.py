@@ -6,6 +6,7 @@ tables and indexes the gateway uses."""
 
 import glob
 import os
+import re
 import sqlite3
 import subprocess
 import time
@@ -62,6 +63,14 @@ def _statements(path, values=None):
         if any(ln.strip() and not ln.strip().startswith("--") for ln in chunk.splitlines()):
             out.append((capture, chunk.strip().rstrip(";")))
     return out
+
+
+def _expand_gate(text):
+    """`@GATE(<identity expression>)@` -> the gate statement of postgres/gate.part.sql for it, so
+    the three pgbench scripts share one copy of the statement the store sends."""
+    with open(os.path.join(SQL_DIR, "postgres", "gate.part.sql")) as f:
+        part = "\n".join(ln for ln in f.read().splitlines() if not ln.startswith("--")).strip()
+    return re.sub(r"@GATE\((.*?)\)@", lambda m: part.replace("@ID@", m.group(1)), text, flags=re.S)
 
 
 def _subst(text, values):
@@ -136,10 +145,13 @@ class Baselines:
                 _psql(self.pg_url, "-c", _subst(f.read(), vals))
         logdir = os.path.join(self.ctx.run_dir, f"pgbench-{vals['RUN']}")
         os.makedirs(logdir)
+        script = os.path.join(logdir, path + ".sql")
+        with open(_script("postgres", path)) as src, open(script, "w") as dst:
+            dst.write(_expand_gate(src.read()))
         d = self.ctx.gated_duration
         cmd = ["pgbench", "-n", "-M", "prepared", "-c", str(conns), "-j", str(min(conns, 2)),
                "-T", str(d), "-l", "--log-prefix", os.path.join(logdir, "tx"),
-               "-D", f"run={vals['RUN']}", "-D", "i=0", "-f", _script("postgres", path), self.pg_url]
+               "-D", f"run={vals['RUN']}", "-D", "i=0", "-f", script, self.pg_url]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=d + 120, check=False)
         if res.returncode != 0:
             raise RuntimeError(f"pgbench {path} failed: {res.stderr[-400:]}")

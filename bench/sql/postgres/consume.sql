@@ -2,29 +2,7 @@
 -- answered, the store records its status (one statement with its audit row).
 -- Each operation consumes the next identity of this client (:i persists per client; -D i=0).
 \set i :i + 1
-WITH c AS (
-  UPDATE approvals SET status = 'consumed', consumed_at = now()
-  WHERE true AND id = (SELECT id FROM approvals
-              WHERE scope = (:run::text || '-' || :client_id || '-' || :i) AND action = 'delete_workspace'
-                AND request_hash = md5((:run::text || '-' || :client_id || '-' || :i))
-                AND status = 'approved' AND expires_at > now()
-              ORDER BY decided_at DESC, id DESC LIMIT 1 FOR UPDATE SKIP LOCKED)
-    AND status = 'approved' AND consumed_at IS NULL AND expires_at > now()
-  RETURNING id),
-ce AS (
-  INSERT INTO approval_events (approval_id, event, actor, via, detail, at)
-  SELECT id, 'consumed', 'bench-agent', 'gateway', '{}'::jsonb, now() FROM c),
-p AS (
-  SELECT id, status, action, scope, reason, context, request_hash, method, path, requester,
-    requester_actors, caller, approvals_required, created_at, expires_at, decided_at, consumed_at,
-    upstream_status, upstream_error, previous_id
-  FROM approvals WHERE scope = (:run::text || '-' || :client_id || '-' || :i) AND action = 'delete_workspace'
-    AND request_hash = md5((:run::text || '-' || :client_id || '-' || :i)) AND status = 'pending'
-    AND NOT EXISTS (SELECT 1 FROM c)),
-pe AS (
-  INSERT INTO approval_events (approval_id, event, actor, via, detail, at)
-  SELECT id, 'deduplicated', 'bench-agent', 'gateway', '{}'::jsonb, now() FROM p WHERE expires_at > now())
-SELECT (SELECT id FROM c) AS consumed_id, p.* FROM (VALUES (1)) AS one LEFT JOIN p ON true \gset
+@GATE((:run::text || '-' || :client_id || '-' || :i))@ \gset
 WITH u AS (UPDATE approvals SET upstream_status = 200, upstream_error = NULL
            WHERE id = :consumed_id RETURNING id)
 INSERT INTO approval_events (approval_id, event, actor, via, detail, at)

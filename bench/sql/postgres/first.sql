@@ -2,29 +2,7 @@
 -- the gate statement (finds nothing), then CREATE_SQL (the pending row, the denied one it
 -- follows, and its 'requested' audit row in one statement).
 \set n random(1, 2000000000)
-WITH c AS (
-  UPDATE approvals SET status = 'consumed', consumed_at = now()
-  WHERE true AND id = (SELECT id FROM approvals
-              WHERE scope = (:run::text || '-' || :client_id || '-' || :n) AND action = 'delete_workspace'
-                AND request_hash = md5((:run::text || '-' || :client_id || '-' || :n))
-                AND status = 'approved' AND expires_at > now()
-              ORDER BY decided_at DESC, id DESC LIMIT 1 FOR UPDATE SKIP LOCKED)
-    AND status = 'approved' AND consumed_at IS NULL AND expires_at > now()
-  RETURNING id),
-ce AS (
-  INSERT INTO approval_events (approval_id, event, actor, via, detail, at)
-  SELECT id, 'consumed', 'bench-agent', 'gateway', '{}'::jsonb, now() FROM c),
-p AS (
-  SELECT id, status, action, scope, reason, context, request_hash, method, path, requester,
-    requester_actors, caller, approvals_required, created_at, expires_at, decided_at, consumed_at,
-    upstream_status, upstream_error, previous_id
-  FROM approvals WHERE scope = (:run::text || '-' || :client_id || '-' || :n) AND action = 'delete_workspace'
-    AND request_hash = md5((:run::text || '-' || :client_id || '-' || :n)) AND status = 'pending'
-    AND NOT EXISTS (SELECT 1 FROM c)),
-pe AS (
-  INSERT INTO approval_events (approval_id, event, actor, via, detail, at)
-  SELECT id, 'deduplicated', 'bench-agent', 'gateway', '{}'::jsonb, now() FROM p WHERE expires_at > now())
-SELECT (SELECT id FROM c) AS consumed_id, p.* FROM (VALUES (1)) AS one LEFT JOIN p ON true;
+@GATE((:run::text || '-' || :client_id || '-' || :n))@;
 WITH prev AS (
   SELECT a.id FROM (SELECT id, status, decided_at FROM approvals
                     WHERE scope = (:run::text || '-' || :client_id || '-' || :n) AND action = 'delete_workspace' AND request_hash = md5((:run::text || '-' || :client_id || '-' || :n))

@@ -3,8 +3,9 @@
 //! An enum rather than a boxed trait object, so the pass-through path (an `Incoming` body
 //! forwarded as is) costs no allocation and no dynamic dispatch. `Full` carries bodies the
 //! gateway produced or buffered (problem bodies, the 202, a gated request's buffered body).
-//! `Upstream` is a response body from a pooled upstream connection: once it has been read to
-//! its end (or is dropped after that), the connection goes back to the pool.
+//! `Upstream` is a response body from a pooled hyper connection, `H1` one read by the
+//! hand-written client (`h1.rs`): once either has been read to its end, its connection goes
+//! back to the pool.
 //!
 //! [`read_limited`] buffers a request body up to a cap, for the gated path only.
 
@@ -17,6 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
+use super::h1::{self, H1Error};
 use super::pool::Lease;
 
 /// A streamed (`Incoming`), buffered (`Full`) or empty body.
@@ -25,8 +27,19 @@ pub enum ProxyBody {
     Incoming(Incoming),
     Full(Full<Bytes>),
     Upstream(UpstreamBody),
+    H1(h1::Body),
     #[default]
     Empty,
+}
+
+/// A body that failed mid-stream: one hyper read (a client's request body, or a response body
+/// on a hyper upstream connection), or one the hand-written client read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyFault {
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    #[error(transparent)]
+    Upstream(#[from] H1Error),
 }
 
 impl ProxyBody {
@@ -47,25 +60,30 @@ impl From<Bytes> for ProxyBody {
     }
 }
 
-fn never(e: Infallible) -> hyper::Error {
+fn never(e: Infallible) -> BodyFault {
     match e {}
+}
+
+type Polled = Poll<Option<Result<Frame<Bytes>, BodyFault>>>;
+
+/// A polled frame with its error widened to [`BodyFault`].
+fn widen<E: Into<BodyFault>>(p: Poll<Option<Result<Frame<Bytes>, E>>>) -> Polled {
+    p.map(|o| o.map(|r| r.map_err(Into::into)))
 }
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyFault;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         // Every variant is `Unpin`, so no pin projection is needed.
         match self.get_mut() {
-            Self::Incoming(b) => Pin::new(b).poll_frame(cx),
+            Self::Incoming(b) => widen(Pin::new(b).poll_frame(cx)),
             Self::Full(b) => Pin::new(b)
                 .poll_frame(cx)
                 .map(|o| o.map(|r| r.map_err(never))),
-            Self::Upstream(b) => b.poll_frame(cx),
+            Self::Upstream(b) => widen(b.poll_frame(cx)),
+            Self::H1(b) => widen(b.poll_frame(cx)),
             Self::Empty => Poll::Ready(None),
         }
     }
@@ -75,6 +93,7 @@ impl Body for ProxyBody {
             Self::Incoming(b) => b.is_end_stream(),
             Self::Full(b) => b.is_end_stream(),
             Self::Upstream(b) => b.body.is_end_stream(),
+            Self::H1(b) => b.is_end_stream(),
             Self::Empty => true,
         }
     }
@@ -84,6 +103,7 @@ impl Body for ProxyBody {
             Self::Incoming(b) => b.size_hint(),
             Self::Full(b) => b.size_hint(),
             Self::Upstream(b) => b.body.size_hint(),
+            Self::H1(b) => b.size_hint(),
             Self::Empty => SizeHint::with_exact(0),
         }
     }
@@ -141,14 +161,15 @@ pub enum BodyError {
     #[error("request body exceeds {limit} bytes")]
     TooLarge { limit: usize },
     #[error("request body could not be read")]
-    Read(#[source] hyper::Error),
+    Read(#[source] BodyFault),
 }
 
 /// Buffer `body` whole, failing as soon as it exceeds `limit` bytes (a declared
 /// `Content-Length` above the limit fails before anything is read). Trailers are dropped.
 pub async fn read_limited<B>(mut body: B, limit: usize) -> Result<Bytes, BodyError>
 where
-    B: Body<Data = Bytes, Error = hyper::Error> + Unpin,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BodyFault>,
 {
     let hint = body.size_hint();
     if hint.lower() > limit as u64 {
@@ -157,7 +178,7 @@ where
     let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
+        let Ok(data) = frame.map_err(|e| BodyError::Read(e.into()))?.into_data() else {
             continue;
         };
         let have = first.as_ref().map_or(0, Bytes::len) + buf.len();
@@ -184,8 +205,7 @@ mod tests {
     use super::*;
     use http_body_util::StreamBody;
 
-    type Frames =
-        futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, hyper::Error>>>;
+    type Frames = futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, BodyFault>>>;
 
     fn chunks(parts: &[&'static str]) -> StreamBody<Frames> {
         let frames: Vec<_> = parts

@@ -13,6 +13,7 @@ mod access;
 pub mod body;
 pub mod forward;
 mod gated;
+pub mod h1;
 pub mod listener;
 mod pending;
 pub mod pool;
@@ -28,7 +29,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use tokio::net::TcpListener;
 
-pub use body::{read_limited, BodyError, ProxyBody};
+pub use body::{read_limited, BodyError, BodyFault, ProxyBody};
 pub use forward::{Downstream, Upstream, UpstreamUrlError};
 pub use respond::{json, Problem, ProxyError};
 

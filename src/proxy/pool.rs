@@ -1,8 +1,10 @@
 //! Stage 6 helper: keep-alive HTTP/1.1 connections to the upstream, pooled per thread.
 //!
-//! Input: the upstream's `host:port` and connect timeout. Output: a ready
-//! [`SendRequest`] (an idle pooled connection, else a new one) and, once a response body has been
-//! read to its end, the connection handed back ([`Lease`]). Why not hyper-util's legacy `Client`:
+//! Input: the upstream's `host:port` and connect timeout. Output: an idle pooled connection,
+//! else a new one, and, once a response body has been read to its end, the connection handed
+//! back. Two kinds are pooled apart: hyper's ([`SendRequest`], for requests with a body and
+//! upgrades; handed back by a [`Lease`]) and the hand-written client's ([`Conn`], for requests
+//! without a body; handed back through its [`Home`]). Why not hyper-util's legacy `Client`:
 //! per request it boxes futures, locks a shared pool keyed by a hashed `(scheme, authority)`, and
 //! spawns a task to wait until the connection is reusable. Here a checkout is a pop from a
 //! thread-local stack and a hand-back a push, with no lock, no allocation and no task; on a runtime with one thread per shard a request never leaves its thread.
@@ -19,6 +21,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::body::ProxyBody;
+use super::h1::Conn;
 
 /// Idle upstream connections are closed after this, below common upstream idle timeouts so
 /// the pool rarely hands out a connection the upstream is closing.
@@ -47,15 +50,16 @@ enum Won {
     Connected(Result<Sender, ConnectError>),
 }
 
-struct Idle {
-    tx: Sender,
+struct Idle<T> {
+    conn: T,
     since: Instant,
 }
 
-/// One upstream's idle connections on this thread.
+/// One upstream's idle connections on this thread, of either kind.
 struct Shelf {
     pool: u64,
-    conns: Vec<Idle>,
+    conns: Vec<Idle<Sender>>,
+    raw: Vec<Idle<Conn>>,
 }
 
 thread_local! {
@@ -103,16 +107,35 @@ impl Pool {
                     conns.drain(..=i);
                     return None;
                 }
-                if conns[i].tx.is_ready() {
-                    return Some(conns.remove(i).tx);
+                if conns[i].conn.is_ready() {
+                    return Some(conns.remove(i).conn);
                 }
-                if conns[i].tx.is_closed() {
+                if conns[i].conn.is_closed() {
                     conns.remove(i);
                 } else if lagging.is_none() {
                     lagging = Some(i);
                 }
             }
-            lagging.map(|i| conns.remove(i).tx)
+            lagging.map(|i| conns.remove(i).conn)
+        })
+    }
+
+    /// An idle connection of the hand-written client on this thread, if any: the newest one
+    /// nothing arrived on while it was idle. Stale and closed ones are dropped, i.e. closed.
+    pub fn take_raw(&self, now: Instant) -> Option<Conn> {
+        SHELVES.with_borrow_mut(|shelves| {
+            let raw = &mut shelves.iter_mut().find(|s| s.pool == self.key.0)?.raw;
+            while let Some(idle) = raw.pop() {
+                if now.saturating_duration_since(idle.since) >= POOL_IDLE {
+                    // The rest are older still.
+                    raw.clear();
+                    return None;
+                }
+                if idle.conn.idle_ok() {
+                    return Some(idle.conn);
+                }
+            }
+            None
         })
     }
 
@@ -140,8 +163,8 @@ impl Pool {
         }
     }
 
-    /// Open a new connection and spawn its driver task (upgrades enabled, for tunnels).
-    pub async fn connect(&self) -> Result<Sender, ConnectError> {
+    /// Open a new TCP connection to the upstream.
+    async fn dial(&self) -> Result<TcpStream, ConnectError> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&*self.addr))
             .await
             .map_err(|_| ConnectError::Timeout)?
@@ -149,6 +172,22 @@ impl Pool {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "upstream set_nodelay failed");
         }
+        Ok(stream)
+    }
+
+    /// Open a new connection for the hand-written client.
+    pub async fn connect_raw(&self) -> Result<Conn, ConnectError> {
+        self.dial().await.map(Conn::new)
+    }
+
+    /// Where the hand-written client's connections go back to.
+    pub fn home(&self) -> Home {
+        Home(self.key)
+    }
+
+    /// Open a new connection and spawn its driver task (upgrades enabled, for tunnels).
+    pub async fn connect(&self) -> Result<Sender, ConnectError> {
+        let stream = self.dial().await?;
         let (tx, conn) = http1::Builder::new()
             // One flattened `write` per request, as on the downstream side (see listener.rs).
             .writev(false)
@@ -187,8 +226,23 @@ impl Lease {
     }
 }
 
+/// The pool a hand-written client connection goes back to once its response is read.
+#[derive(Debug, Clone, Copy)]
+pub struct Home(PoolKey);
+
+impl Home {
+    /// Shelve `conn` on this thread for the next request without a body.
+    pub fn put(self, conn: Conn) {
+        on_shelf(self.0, |shelf| push(&mut shelf.raw, conn));
+    }
+}
+
 fn shelve(key: PoolKey, tx: Sender) {
-    let now = Instant::now();
+    on_shelf(key, |shelf| push(&mut shelf.conns, tx));
+}
+
+/// Run `f` on this thread's shelf of pool `key`, creating it on first use.
+fn on_shelf(key: PoolKey, f: impl FnOnce(&mut Shelf)) {
     SHELVES.with_borrow_mut(|shelves| {
         let shelf = match shelves.iter().position(|s| s.pool == key.0) {
             Some(i) => &mut shelves[i],
@@ -196,23 +250,27 @@ fn shelve(key: PoolKey, tx: Sender) {
                 shelves.push(Shelf {
                     pool: key.0,
                     conns: Vec::new(),
+                    raw: Vec::new(),
                 });
                 let last = shelves.len() - 1;
                 &mut shelves[last]
             }
         };
-        // Close connections that went stale at the bottom of the stack (never popped since).
-        if shelf
-            .conns
-            .first()
-            .is_some_and(|i| now.duration_since(i.since) >= POOL_IDLE)
-        {
-            shelf
-                .conns
-                .retain(|i| now.duration_since(i.since) < POOL_IDLE);
-        }
-        if shelf.conns.len() < MAX_IDLE {
-            shelf.conns.push(Idle { tx, since: now });
-        }
+        f(shelf);
     });
+}
+
+/// Push `conn` on top of an idle stack, closing stale ones at the bottom (never popped since)
+/// and closing `conn` instead when the stack is full.
+fn push<T>(stack: &mut Vec<Idle<T>>, conn: T) {
+    let now = Instant::now();
+    if stack
+        .first()
+        .is_some_and(|i| now.duration_since(i.since) >= POOL_IDLE)
+    {
+        stack.retain(|i| now.duration_since(i.since) < POOL_IDLE);
+    }
+    if stack.len() < MAX_IDLE {
+        stack.push(Idle { conn, since: now });
+    }
 }

@@ -96,6 +96,9 @@ pub enum ProxyError {
     UpstreamTimeout,
     #[error("upstream protocol error")]
     UpstreamProtocol(#[source] hyper::Error),
+    /// The hand-written client (`h1.rs`) could not read a valid response.
+    #[error("upstream response unreadable")]
+    UpstreamResponse(#[source] super::h1::H1Error),
     /// The client stopped sending its request body (hung up mid-upload): not an upstream fault.
     #[error("client aborted the request body")]
     ClientAborted,
@@ -128,7 +131,9 @@ impl ProxyError {
         match self {
             Self::UpstreamConnect(_) => Some(UpstreamErrorKind::connect),
             Self::UpstreamTimeout => Some(UpstreamErrorKind::timeout),
-            Self::UpstreamProtocol(_) => Some(UpstreamErrorKind::protocol),
+            Self::UpstreamProtocol(_) | Self::UpstreamResponse(_) => {
+                Some(UpstreamErrorKind::protocol)
+            }
             _ => None,
         }
     }
@@ -157,7 +162,7 @@ impl ProxyError {
                 "Gateway Timeout",
                 "the upstream service did not answer in time",
             ),
-            Self::UpstreamProtocol(_) => p(
+            Self::UpstreamProtocol(_) | Self::UpstreamResponse(_) => p(
                 S::BAD_GATEWAY,
                 "urn:approval-gateway:upstream-protocol",
                 "Bad Gateway",

@@ -150,49 +150,85 @@ async fn a_base_path_prefix_is_prepended() {
     assert_eq!(up.last().await.path_and_query, "/api/v1/x/%2F?y=1");
 }
 
+/// Both upstream clients: the hand-written one (no body) and hyper's (a body).
+fn with_and_without_body() -> [(&'static str, http::Method, Body); 2] {
+    let full = || BodyExt::boxed(http_body_util::Full::new(Bytes::from_static(b"payload")));
+    [
+        ("no body", http::Method::DELETE, empty()),
+        ("a body", http::Method::POST, full()),
+    ]
+}
+
 #[tokio::test]
 async fn headers_are_kept_hop_by_hop_removed_and_forwarded_headers_appended() {
     let up = FakeUpstream::start().await;
     let gw = gateway(&up.url(), Duration::from_secs(5)).await;
     let mut c = connect(gw.addr).await;
-    let req = Request::get("/h")
-        .header("host", "api.example:8443")
-        .header("authorization", "Bearer abc")
-        .header("x-custom", "one")
-        .header("x-custom", "two")
-        .header("connection", "keep-alive, x-private")
-        .header("x-private", "secret")
-        .header("keep-alive", "timeout=5")
-        .header("proxy-authorization", "Basic Zm9v")
-        .header("te", "trailers")
-        .header("x-forwarded-for", "203.0.113.9")
-        .body(empty())
-        .unwrap();
-    send(&mut c, req).await;
-    let h = up.last().await.headers;
-    assert_eq!(h["host"], "api.example:8443");
-    assert_eq!(h["authorization"], "Bearer abc");
-    let custom: Vec<_> = h.get_all("x-custom").iter().collect();
-    assert_eq!(custom, ["one", "two"]);
-    for gone in [
-        "x-private",
-        "keep-alive",
-        "proxy-authorization",
-        "te",
-        "upgrade",
-    ] {
-        assert!(
-            !h.contains_key(gone),
-            "{gone} must not reach the upstream: {h:?}"
-        );
+    for (case, method, body) in with_and_without_body() {
+        let req = Request::builder()
+            .method(method)
+            .uri("/h")
+            .header("host", "api.example:8443")
+            .header("authorization", "Bearer abc")
+            .header("x-custom", "one")
+            .header("x-custom", "two")
+            .header("connection", "keep-alive, x-private")
+            .header("x-private", "secret")
+            .header("keep-alive", "timeout=5")
+            .header("proxy-authorization", "Basic Zm9v")
+            .header("te", "trailers")
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("x-forwarded-for", "198.51.100.1")
+            .header("x-forwarded-port", "8443")
+            .body(body)
+            .unwrap();
+        send(&mut c, req).await;
+        let h = up.last().await.headers;
+        assert_eq!(h["host"], "api.example:8443", "{case}");
+        assert_eq!(h["authorization"], "Bearer abc");
+        let custom: Vec<_> = h.get_all("x-custom").iter().collect();
+        assert_eq!(custom, ["one", "two"], "{case}");
+        for gone in [
+            "x-private",
+            "keep-alive",
+            "proxy-authorization",
+            "te",
+            "upgrade",
+        ] {
+            assert!(
+                !h.contains_key(gone),
+                "{case}: {gone} must not reach the upstream: {h:?}"
+            );
+        }
+        // hyper's client adds its own `connection` only when needed; never the client's tokens.
+        assert!(h
+            .get("connection")
+            .is_none_or(|v| !v.to_str().unwrap().contains("x-private")));
+        let xff: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(xff, ["203.0.113.9, 198.51.100.1, 127.0.0.1"], "{case}");
+        assert_eq!(h["x-forwarded-proto"], "http", "{case}");
+        assert_eq!(h["x-forwarded-host"], "api.example:8443", "{case}");
+        assert_eq!(h["x-forwarded-port"], "8443", "{case}");
     }
-    // hyper's client adds its own `connection` only when needed; never the client's tokens.
-    assert!(h
-        .get("connection")
-        .is_none_or(|v| !v.to_str().unwrap().contains("x-private")));
-    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
-    assert_eq!(h["x-forwarded-proto"], "http");
-    assert_eq!(h["x-forwarded-host"], "api.example:8443");
+}
+
+#[tokio::test]
+async fn without_a_host_the_upstreams_authority_is_sent_and_no_forwarded_host() {
+    let up = FakeUpstream::start().await;
+    let gw = gateway(&up.url(), Duration::from_secs(5)).await;
+    let mut c = connect(gw.addr).await;
+    for (case, method, body) in with_and_without_body() {
+        let req = Request::builder()
+            .method(method)
+            .uri("/h")
+            .body(body)
+            .unwrap();
+        send(&mut c, req).await;
+        let h = up.last().await.headers;
+        assert_eq!(h["host"], up.addr.to_string(), "{case}");
+        assert!(!h.contains_key("x-forwarded-host"), "{case}: {h:?}");
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1", "{case}");
+    }
 }
 
 #[tokio::test]

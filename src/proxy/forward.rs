@@ -117,11 +117,10 @@ impl Upstream {
         if upgrade.is_none() && req.body().is_end_stream() {
             // The common case: no body, no upgrade. The hand-written client (`h1.rs`).
             let (head, _) = req.into_parts();
-            let mut resp = self
+            // Its response comes without hop-by-hop fields (dropped as it is parsed).
+            return self
                 .timed(metrics, |started| self.send_bodiless(&head, down, started))
-                .await?;
-            strip_hop_by_hop(resp.headers_mut());
-            return Ok(resp);
+                .await;
         }
         append_forwarded_all(req.headers_mut(), down);
         if !req.headers().contains_key(header::HOST) {
@@ -445,8 +444,13 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
         .map(<[u8]>::trim_ascii)
 }
 
+/// Whether `name` is on the fixed hop-by-hop list (for `h1.rs`, which drops them as it parses).
+pub(super) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
 /// Whether a `Connection` token names a field beyond the fixed hop-by-hop list.
-fn names_other_field(token: &[u8]) -> bool {
+pub(super) fn names_other_field(token: &[u8]) -> bool {
     !token.is_empty()
         && !token.eq_ignore_ascii_case(b"close")
         && !HOP_BY_HOP

@@ -17,7 +17,9 @@
 //!   head could not be written), or it is safe (GET, HEAD, OPTIONS, TRACE) and the reused
 //!   connection closed before any byte of an answer;
 //! - response framing follows RFC 9112 §6.3: no body for HEAD, 204 and 304; `Transfer-Encoding`
-//!   wins over `Content-Length`; conflicting lengths are an error, not a guess.
+//!   wins over `Content-Length`; conflicting lengths are an error, not a guess;
+//! - the response comes back without its connection-specific fields (the fixed hop-by-hop list
+//!   and every field `Connection` names), dropped as the head is parsed.
 
 use std::future::poll_fn;
 use std::io;
@@ -31,6 +33,7 @@ use http_body::{Frame, SizeHint};
 use tokio::net::TcpStream;
 
 use super::body::ProxyBody;
+use super::forward::{is_hop_by_hop, names_other_field};
 use super::pool::Home;
 
 /// Largest response head accepted (status line and fields).
@@ -277,6 +280,8 @@ fn build_head(
     let mut transfer_encoding = false;
     let mut chunked = false;
     let (mut close, mut keep_alive) = (false, false);
+    // `Connection` values that name other fields to drop (rare: kept only when there are some).
+    let mut naming: Vec<HeaderValue> = Vec::new();
     for &(ns, ne, vs, ve) in spans {
         let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
             .map_err(|_| H1Error::Malformed("invalid header name"))?;
@@ -298,14 +303,31 @@ fn build_head(
                 .rsplit(|b| *b == b',')
                 .next()
                 .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            continue;
         } else if name == header::CONNECTION {
+            let mut names_other = false;
             for token in value.as_bytes().split(|b| *b == b',') {
                 let token = token.trim_ascii();
                 close |= token.eq_ignore_ascii_case(b"close");
                 keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                names_other |= names_other_field(token);
+            }
+            if names_other {
+                naming.push(value);
+            }
+            continue;
+        }
+        // Connection-specific fields describe this hop only (RFC 9110 §7.6.1): not relayed.
+        if !is_hop_by_hop(&name) {
+            headers.append(name, value);
+        }
+    }
+    for value in &naming {
+        for token in value.as_bytes().split(|b| *b == b',') {
+            if let Ok(name) = HeaderName::from_bytes(token.trim_ascii()) {
+                headers.remove(name);
             }
         }
-        headers.append(name, value);
     }
     let no_body = *method == Method::HEAD
         || status == StatusCode::NO_CONTENT

@@ -342,3 +342,21 @@ fn chunk_sizes_and_lengths_parse_strictly() {
     assert!(parse_length(b"99999999999999999999").is_err());
     assert!(parse_length(b"+1").is_err());
 }
+
+#[tokio::test]
+async fn connection_specific_response_fields_are_dropped_as_the_head_is_parsed() {
+    let pool = scripted(
+        vec![b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Private\r\nX-Private: 1\r\nKeep-Alive: timeout=5\r\nUpgrade: h2c\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok"],
+        false,
+    )
+    .await;
+    let resp = get(&pool, Method::GET).await.unwrap();
+    let mut names: Vec<_> = resp.headers().keys().map(|n| n.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["content-length", "x-kept"]);
+    body_of(resp).await.unwrap();
+    assert!(
+        idle(&pool),
+        "keep-alive was honoured before the field was dropped"
+    );
+}

@@ -345,8 +345,13 @@ fn build_head(
     } else {
         length.map_or(Framing::Close, Framing::Length)
     };
-    let keep_alive =
-        framing != Framing::Close && !close && (version == Version::HTTP_11 || keep_alive);
+    // Both lengths at once is how response smuggling starts (RFC 9112 §6.3): read this one by
+    // its transfer coding, then close the connection rather than trust what follows.
+    let smuggling = transfer_encoding && length.is_some();
+    let keep_alive = framing != Framing::Close
+        && !close
+        && !smuggling
+        && (version == Version::HTTP_11 || keep_alive);
     Ok(Head {
         status,
         version,

@@ -140,6 +140,17 @@ async fn chunked_bodies_are_decoded_with_extensions_and_trailers_dropped() {
     let resp = get(&pool, Method::GET).await.unwrap();
     assert!(resp.headers().get(header::CONTENT_LENGTH).is_none());
     assert_eq!(&body_of(resp).await.unwrap()[..], b"hello 0123456789");
+    assert!(
+        !idle(&pool),
+        "a length beside a transfer coding: not reused"
+    );
+    let pool = scripted(
+        vec![b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"],
+        false,
+    )
+    .await;
+    let resp = get(&pool, Method::GET).await.unwrap();
+    assert_eq!(&body_of(resp).await.unwrap()[..], b"ok");
     assert!(idle(&pool));
 }
 

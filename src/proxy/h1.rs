@@ -24,6 +24,7 @@
 use std::future::poll_fn;
 use std::io;
 use std::mem::MaybeUninit;
+use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -91,19 +92,15 @@ impl Conn {
         matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
-    /// Read what the socket has into `rbuf`; `Ok(0)` is the upstream's close.
+    /// Read what the socket has into `rbuf`; `Ok(0)` is the upstream's close. Through
+    /// `AsyncRead`, not `try_read_buf`: a read shorter than the buffer clears the socket's
+    /// readiness, so [`Conn::idle_ok`] costs no system call on a drained connection (measured:
+    /// one `recvfrom` less per request).
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
             self.rbuf.reserve(READ_CHUNK);
         }
-        loop {
-            match self.stream.try_read_buf(&mut self.rbuf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(self.stream.poll_read_ready(cx))?;
-                }
-                done => return Poll::Ready(done),
-            }
-        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.rbuf)
     }
 
     async fn fill(&mut self) -> io::Result<usize> {

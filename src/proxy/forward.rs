@@ -217,7 +217,8 @@ impl Upstream {
                 forwarded |= bit;
                 continue;
             }
-            if *name == header::HOST {
+            if *name == header::HOST && host.is_none() {
+                // The first line, as `HeaderMap::get` (the hyper path) reads it.
                 host = Some(value);
             }
             h1::field(buf, name, value.as_bytes());

@@ -144,6 +144,8 @@ pub async fn round_trip(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
     );
+    // Whether any byte of an answer arrived (an interim 1xx counts: the request was seen).
+    let mut answered = false;
     let head = loop {
         match parse_head(&mut conn.rbuf, &mut conn.spans, method) {
             Ok(Some(head)) => break head,
@@ -155,16 +157,18 @@ pub async fn round_trip(
                 })
             }
         }
-        let silent = conn.rbuf.is_empty();
         let error = match conn.fill().await {
             Ok(0) => H1Error::Closed,
-            Ok(_) => continue,
+            Ok(_) => {
+                answered = true;
+                continue;
+            }
             Err(e) => H1Error::Io(e),
         };
         // A reused connection the upstream had closed: it cannot have answered this request.
         return Err(Failed {
             error,
-            retry: reused && safe && silent,
+            retry: reused && safe && !answered,
         });
     };
     Ok(head.into_response(conn, home))
@@ -344,7 +348,8 @@ fn build_head(
     };
     // Both lengths at once is how response smuggling starts (RFC 9112 §6.3): read this one by
     // its transfer coding, then close the connection rather than trust what follows.
-    let smuggling = transfer_encoding && length.is_some();
+    // So is a transfer coding in an HTTP/1.0 message (RFC 9112 §6.1): read it, then close.
+    let smuggling = transfer_encoding && (length.is_some() || version == Version::HTTP_10);
     let keep_alive = framing != Framing::Close
         && !close
         && !smuggling

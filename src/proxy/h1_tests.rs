@@ -195,6 +195,15 @@ async fn connection_close_and_http_1_0_without_keep_alive_are_not_pooled() {
         .await
         .unwrap();
     assert!(idle(&pool));
+    // A transfer coding in HTTP/1.0 is read, then the connection is closed.
+    let pool = scripted(
+        vec![b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"],
+        false,
+    )
+    .await;
+    let resp = get(&pool, Method::GET).await.unwrap();
+    assert_eq!(&body_of(resp).await.unwrap()[..], b"ok");
+    assert!(!idle(&pool));
 }
 
 #[tokio::test]
@@ -295,6 +304,13 @@ async fn a_reused_connection_closed_before_answering_may_be_retried_only_when_sa
             .await
             .unwrap_err();
         assert_eq!(failed.retry, retry, "{method}");
+        // An interim answer counts as an answer: not retried.
+        let early = scripted(vec![b"HTTP/1.1 103 Early Hints\r\n\r\n"], true).await;
+        let conn = early.connect_raw().await.unwrap();
+        let failed = round_trip(conn, &method, head(&method, "/", &none), true, early.home())
+            .await
+            .unwrap_err();
+        assert!(!failed.retry, "{method} after a 1xx");
         // A new connection is never retried.
         let conn = pool.connect_raw().await.unwrap();
         let failed = round_trip(conn, &method, head(&method, "/", &none), false, pool.home())

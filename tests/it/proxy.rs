@@ -514,3 +514,15 @@ async fn sharded_listeners_serve_every_connection_and_stop_on_shutdown() {
     stop.send(true).unwrap();
     shards.join().await;
 }
+
+#[tokio::test]
+async fn with_two_host_lines_both_clients_forward_the_first() {
+    for (case, h) in headers_seen(|b| {
+        b.header("host", "first.example")
+            .header("host", "second.example")
+    })
+    .await
+    {
+        assert_eq!(h["x-forwarded-host"], "first.example", "{case}: {h:?}");
+    }
+}

@@ -573,6 +573,40 @@ mod tests {
         Upstream::new(&cfg).unwrap()
     }
 
+    #[test]
+    fn the_bodiless_head_joins_forwarded_fields_and_defaults_host() {
+        let up = upstream("http://10.0.0.1:8081");
+        let down = Downstream::new("192.0.2.7:5555".parse().unwrap());
+        let (mut head, ()) = Request::delete("/w/1?x=%2F")
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("accept", "*/*")
+            .header("x-forwarded-for", "198.51.100.1")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let encode = |head: &http::request::Parts| {
+            let mut buf = Vec::new();
+            up.encode_head(&mut buf, head, &down);
+            String::from_utf8(buf).unwrap()
+        };
+        assert_eq!(
+            encode(&head),
+            "DELETE /w/1?x=%2F HTTP/1.1\r\naccept: */*\r\nhost: 10.0.0.1:8081\r\n\
+             x-forwarded-for: 203.0.113.9, 198.51.100.1, 192.0.2.7\r\n\
+             x-forwarded-proto: http\r\n\r\n"
+        );
+        head.headers
+            .insert(header::HOST, HeaderValue::from_static("api.example"));
+        head.headers
+            .insert(X_FORWARDED_HOST, HeaderValue::from_static("edge.example"));
+        assert_eq!(
+            encode(&head),
+            "DELETE /w/1?x=%2F HTTP/1.1\r\naccept: */*\r\nhost: api.example\r\n\
+             x-forwarded-for: 203.0.113.9, 198.51.100.1, 192.0.2.7\r\n\
+             x-forwarded-proto: http\r\nx-forwarded-host: edge.example, api.example\r\n\r\n"
+        );
+    }
+
     #[tokio::test]
     async fn uri_keeps_path_and_query_bytes_and_adds_the_prefix() {
         let raw = "/a/%2F/%7e//../b?x=%20&y";

@@ -321,7 +321,7 @@ async fn a_reused_connection_closed_before_answering_may_be_retried_only_when_sa
 }
 
 #[tokio::test]
-async fn the_request_head_is_written_as_given() {
+async fn the_head_encode_writes_reaches_the_upstream_byte_for_byte() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let upstream = tokio::spawn(async move {

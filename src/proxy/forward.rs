@@ -226,29 +226,16 @@ impl Upstream {
         if host.is_none() {
             h1::field(buf, &header::HOST, self.host.as_bytes());
         }
-        let h = &head.headers;
-        write_forwarded(
-            buf,
-            h,
-            X_FORWARDED_FOR,
-            forwarded & 1 != 0,
-            down.ip.as_bytes(),
-        );
-        write_forwarded(
-            buf,
-            h,
-            X_FORWARDED_PROTO,
-            forwarded & 2 != 0,
-            HTTP.as_bytes(),
-        );
-        if let Some(host) = host {
-            write_forwarded(
-                buf,
-                h,
-                X_FORWARDED_HOST,
-                forwarded & 4 != 0,
-                host.as_bytes(),
-            );
+        let ours = [
+            Some(down.ip.as_bytes()),
+            Some(&b"http"[..]),
+            host.map(HeaderValue::as_bytes),
+        ];
+        for (i, (name, ours)) in FORWARDED.into_iter().zip(ours).enumerate() {
+            if let Some(ours) = ours {
+                let present = forwarded & (1 << i) != 0;
+                write_forwarded(buf, &head.headers, name, present, ours);
+            }
         }
         buf.extend_from_slice(b"\r\n");
     }
@@ -368,14 +355,15 @@ fn append_forwarded_all(headers: &mut HeaderMap, down: &Downstream) {
     }
 }
 
-/// Which `X-Forwarded-*` field a name is, as a bit (0 for any other name).
+/// The fields this hop appends to, in the order the hand-written head writes them.
+const FORWARDED: [HeaderName; 3] = [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST];
+
+/// Which [`FORWARDED`] field a name is, as a bit (`1 << index`; 0 for any other name).
 fn forwarded_bit(name: &HeaderName) -> u8 {
-    match name.as_str() {
-        "x-forwarded-for" => 1,
-        "x-forwarded-proto" => 2,
-        "x-forwarded-host" => 4,
-        _ => 0,
-    }
+    FORWARDED
+        .iter()
+        .position(|f| f == name)
+        .map_or(0, |i| 1 << i)
 }
 
 /// Write `name: <the client's values>, ours` as one line (as [`append_forwarded`] joins them).

@@ -255,7 +255,15 @@ async fn malformed_responses_are_errors_never_guesses() {
         b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     ];
-    for case in cases {
+    // A head over MAX_HEAD, and one whose last field ends just past it.
+    let huge = |len: usize| -> &'static [u8] {
+        let head = format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\n\r\n", "a".repeat(len));
+        Box::leak(head.into_bytes().into_boxed_slice())
+    };
+    for case in cases
+        .into_iter()
+        .chain([huge(MAX_HEAD + 100), huge(MAX_HEAD - 20)])
+    {
         let pool = scripted(vec![case], true).await;
         let failed = match get(&pool, Method::GET).await {
             Ok(resp) => body_of(resp).await.map(|_| ()).unwrap_err().to_string(),

@@ -102,9 +102,10 @@ impl Proxy {
 
     /// One request, start to finish. Never fails: every error becomes a problem response.
     ///
-    /// Flag off: straight to the upstream, no route evaluation, no store. Otherwise guards and
-    /// routes are looked up on one normalisation of the path; only a hit goes down the gated
-    /// path (`gated.rs`), everything else is forwarded untouched.
+    /// Flag off: straight to the upstream, no route evaluation, no store. Otherwise a method
+    /// no guard or route names is forwarded at once; for the rest, guards and routes are looked
+    /// up on one normalisation of the path. Only a hit goes down the gated path (`gated.rs`),
+    /// everything else is forwarded untouched.
     pub async fn handle(
         self,
         req: Request<Incoming>,
@@ -116,13 +117,10 @@ impl Proxy {
             drop(policy);
             return Ok(shared.pass_through_logged(req, &down).await);
         }
-        let path = route::normalise(req.uri().path());
-        let guard = policy.guards.find_normalized(req.method(), &path).is_some();
-        let hit = guard || policy.routes.find_normalized(req.method(), &path).is_some();
-        if !hit {
+        let Some((path, guard)) = lookup(&policy, req.method(), req.uri().path()) else {
             drop(policy);
             return Ok(shared.pass_through_logged(req, &down).await);
-        }
+        };
         // A hit: keep this policy for the whole request, even if a reload swaps it meanwhile.
         let policy = arc_swap::Guard::into_inner(policy);
         let route = policy.routes.find_normalized(req.method(), &path);
@@ -142,6 +140,22 @@ impl Proxy {
         }
         Ok(resp)
     }
+}
+
+/// `Some((the normalised path, whether a guard matched))` when a guard or a route matches.
+/// Most unmatched traffic is ruled out by its method alone, before the path is read.
+fn lookup<'p>(
+    policy: &Policy,
+    method: &http::Method,
+    raw_path: &'p str,
+) -> Option<(route::Normalized<'p>, bool)> {
+    if !policy.guards.has_method(method) && !policy.routes.has_method(method) {
+        return None;
+    }
+    let path = route::normalise(raw_path);
+    let guard = policy.guards.find_normalized(method, &path).is_some();
+    let hit = guard || policy.routes.find_normalized(method, &path).is_some();
+    hit.then_some((path, guard))
 }
 
 impl Shared {

@@ -53,6 +53,9 @@ pub struct PatternError(pub String);
 pub struct RouteTable<T> {
     /// Sorted by descending specificity; equal ranks keep insertion order.
     entries: Vec<Entry<T>>,
+    /// Every method some entry matches, once each: [`RouteTable::has_method`] answers the
+    /// common case (a `GET` when only writes are gated) before the path is looked at.
+    methods: Vec<http::Method>,
 }
 
 #[derive(Debug)]
@@ -67,6 +70,7 @@ impl<T> Default for RouteTable<T> {
     fn default() -> Self {
         Self {
             entries: Vec::new(),
+            methods: Vec::new(),
         }
     }
 }
@@ -86,6 +90,11 @@ impl<T> RouteTable<T> {
     ) -> Result<(), PatternError> {
         let pattern = Pattern::parse(pattern)?;
         let rank = pattern.rank();
+        for m in methods {
+            if !self.methods.contains(m) {
+                self.methods.push(m.clone());
+            }
+        }
         // After every entry at least as specific: keeps ties in insertion order.
         let at = self.entries.partition_point(|e| e.rank >= rank);
         self.entries.insert(
@@ -108,11 +117,16 @@ impl<T> RouteTable<T> {
         self.entries.is_empty()
     }
 
+    /// Whether any entry matches `method`. When none does, no path can match either.
+    pub fn has_method(&self, method: &http::Method) -> bool {
+        self.methods.contains(method)
+    }
+
     /// The most specific entry matching `method` and `raw_path` (the request-target's path, as sent).
     ///
     /// An ambiguous path is tried under each of its readings, most plausible first (fail closed).
     pub fn find(&self, method: &http::Method, raw_path: &str) -> Option<RouteMatch<'_, T>> {
-        if self.entries.is_empty() {
+        if !self.has_method(method) {
             return None;
         }
         self.find_normalized(method, &normalise(raw_path))

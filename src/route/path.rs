@@ -45,9 +45,26 @@ pub enum Normalized<'a> {
 }
 
 /// Whether `raw` must be decoded before matching (`false` = the allocation-free fast path).
+///
+/// One pass over the bytes (this runs on every request while the gate is on): a `.` only
+/// matters when it starts a segment and the segment is `.` or `..`.
 pub fn needs_normalisation(raw: &str) -> bool {
-    raw.bytes().any(|b| matches!(b, b'%' | b'\\' | 0))
-        || raw.split('/').any(|s| s == "." || s == "..")
+    let b = raw.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' | b'\\' | 0 => return true,
+            b'.' if i == 0 || b[i - 1] == b'/' => {
+                let dots = if b.get(i + 1) == Some(&b'.') { 2 } else { 1 };
+                if matches!(b.get(i + dots), None | Some(b'/')) {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    false
 }
 
 /// The segments of a clean path: split on `/`, empty segments (repeated or trailing slashes) dropped.
@@ -232,6 +249,29 @@ mod tests {
             Cow::Borrowed("/workspaces/x")
         ));
         assert!(matches!(canonical("/"), Cow::Borrowed("/")));
+    }
+
+    /// The one-pass check agrees with its definition: a `%`, `\\` or NUL anywhere, or a
+    /// segment that is exactly `.` or `..`.
+    #[test]
+    fn the_fast_check_matches_its_definition() {
+        let by_definition = |raw: &str| {
+            raw.bytes().any(|b| matches!(b, b'%' | b'\\' | 0))
+                || raw.split('/').any(|s| s == "." || s == "..")
+        };
+        let alphabet = ['/', '.', 'a', '%', '\\', '\0'];
+        let mut raw = String::new();
+        // Every string up to 6 characters over the alphabet (6^6 = 46,656 of them).
+        for n in 0..=6u32 {
+            for mut k in 0..alphabet.len().pow(n) {
+                raw.clear();
+                for _ in 0..n {
+                    raw.push(alphabet[k % alphabet.len()]);
+                    k /= alphabet.len();
+                }
+                assert_eq!(needs_normalisation(&raw), by_definition(&raw), "{raw:?}");
+            }
+        }
     }
 
     #[test]

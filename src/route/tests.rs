@@ -302,3 +302,21 @@ fn empty_table_finds_nothing() {
     assert!(t.find(&Method::DELETE, "/workspaces/x").is_none());
     assert!(t.find(&Method::DELETE, "/workspaces/%2e").is_none());
 }
+
+/// The method pre-check: a method no entry names rules the request out before its path is read,
+/// and a pattern that fails to parse adds no method.
+#[test]
+fn has_method_knows_every_method_an_entry_names() {
+    let t = table();
+    for m in [Method::DELETE, Method::POST, Method::PUT, Method::GET] {
+        assert!(t.has_method(&m), "{m}");
+    }
+    for m in [Method::HEAD, Method::PATCH, Method::OPTIONS] {
+        assert!(!t.has_method(&m), "{m}");
+        assert!(t.find(&m, "/workspaces/x").is_none());
+    }
+    let mut t = RouteTable::new();
+    assert!(t.add(&[Method::PATCH], "/x/{", "bad").is_err());
+    assert!(!t.has_method(&Method::PATCH));
+    assert!(RouteTable::<()>::new().find(&Method::GET, "/").is_none());
+}

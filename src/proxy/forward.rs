@@ -4,7 +4,8 @@
 //! facts. Output: the upstream's response with hop-by-hop headers removed, or a [`ProxyError`].
 //! Invariants: the path and query reach the upstream byte for byte (never decoded or
 //! re-encoded); `Host` is kept as the client sent it; bodies stream both ways, never buffered;
-//! the request timeout bounds the wait for the response head only.
+//! the request timeout bounds the wait for the response head only (on `timer.rs`'s coarse clock:
+//! it fires up to 100 ms late).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ use super::body::{BodyFault, ProxyBody, UpstreamBody};
 use super::h1;
 use super::pool::Pool;
 use super::respond::ProxyError;
+use super::timer;
 use crate::metrics::Metrics;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -158,8 +160,8 @@ impl Upstream {
     where
         F: std::future::Future<Output = Result<T, ProxyError>>,
     {
-        let started = Instant::now();
-        let result = tokio::time::timeout(self.request_timeout, send(started)).await;
+        let started = timer::now();
+        let result = timer::timeout_at(started + self.request_timeout, send(started)).await;
         metrics
             .upstream_duration
             .observe(started.elapsed().as_secs_f64());

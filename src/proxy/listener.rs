@@ -7,7 +7,8 @@
 //! in-flight request and close (hyper's `graceful_shutdown`), wait up to `drain`, then abort the
 //! stragglers. hyper-util's `GracefulShutdown` cannot watch an HTTP/1 connection with upgrades
 //! enabled, so a `watch` channel carries the signal instead. A client hanging up is not an
-//! error (debug log).
+//! error (debug log). A client that takes longer than [`HEADER_READ_TIMEOUT`] to send a request
+//! head, or leaves a keep-alive connection idle that long, is disconnected (`timer.rs`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,16 +18,34 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::Request;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::forward::Downstream;
+use super::timer::CoarseTimer;
 use super::Proxy;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// How long a client gets to send a request head, counted from when the gateway starts waiting
+/// for it (so it also closes idle keep-alive connections).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The downstream HTTP/1 settings: keep-alive, one `write` per response, and `header_read` as
+/// the head timeout, on the [`CoarseTimer`] (it fires up to [`super::timer::TICK`] late).
+pub(crate) fn http1_builder(header_read: Duration) -> http1::Builder {
+    let mut http = http1::Builder::new();
+    http.timer(CoarseTimer)
+        .header_read_timeout(header_read)
+        // Flatten head and body into one buffer and one `write`: cheaper than `writev` for the
+        // small messages an API carries (measured with bench/callgrind-passthrough.sh).
+        .writev(false)
+        .keep_alive(true);
+    http
+}
 
 /// Serve `proxy` on `listener` until `shutdown` resolves, then drain for up to `drain`.
 pub async fn serve(
@@ -37,13 +56,7 @@ pub async fn serve(
 ) {
     let (stop_tx, stop_rx) = watch::channel(());
     let mut conns = JoinSet::new();
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        // Flatten head and body into one buffer and one `write`: cheaper than `writev` for the
-        // small messages an API carries (measured with bench/callgrind-passthrough.sh).
-        .writev(false)
-        .keep_alive(true);
+    let http = http1_builder(HEADER_READ_TIMEOUT);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

@@ -18,6 +18,7 @@ pub mod listener;
 mod pending;
 pub mod pool;
 pub mod respond;
+mod timer;
 mod wait;
 
 use std::convert::Infallible;

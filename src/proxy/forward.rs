@@ -161,10 +161,10 @@ impl Upstream {
         F: std::future::Future<Output = Result<T, ProxyError>>,
     {
         let started = timer::now();
-        let result = timer::timeout_at(started + self.request_timeout, send(started)).await;
+        let result = timer::timeout(started, self.request_timeout, send(started)).await;
         metrics
             .upstream_duration
-            .observe(started.elapsed().as_secs_f64());
+            .observe((timer::now() - started).as_secs_f64());
         result
             .unwrap_or(Err(ProxyError::UpstreamTimeout))
             .inspect_err(|e| {

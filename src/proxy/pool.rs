@@ -263,7 +263,7 @@ fn on_shelf(key: PoolKey, f: impl FnOnce(&mut Shelf)) {
 /// Push `conn` on top of an idle stack, closing stale ones at the bottom (never popped since)
 /// and closing `conn` instead when the stack is full.
 fn push<T>(stack: &mut Vec<Idle<T>>, conn: T) {
-    let now = Instant::now();
+    let now = super::timer::now();
     if stack
         .first()
         .is_some_and(|i| now.duration_since(i.since) >= POOL_IDLE)

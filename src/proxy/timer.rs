@@ -64,16 +64,27 @@ impl Registry {
     }
 
     /// Register `slot`, starting a ticker on the current runtime if none is running.
+    ///
+    /// Outside a tokio runtime no ticker can start: the deadline is then only noticed when its
+    /// task is polled for another reason (the gateway arms deadlines only on its runtimes).
     fn insert(self: &Arc<Self>, slot: Slot) -> usize {
-        let mut inner = self.lock();
-        let key = inner.slots.insert(slot);
-        if !inner.ticking {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                inner.ticking = true;
-                rt.spawn(ticker(Ticking {
-                    registry: Arc::clone(self),
-                    armed: true,
-                }));
+        let (key, start) = {
+            let mut inner = self.lock();
+            let key = inner.slots.insert(slot);
+            let start = !inner.ticking;
+            inner.ticking = true;
+            (key, start)
+        };
+        if start {
+            // Spawned with the lock released: a runtime that is shutting down drops the task
+            // at once, and `Ticking::drop` takes the lock.
+            let ticking = Ticking {
+                registry: Arc::clone(self),
+                armed: true,
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn(ticker(ticking))),
+                Err(_) => drop(ticking),
             }
         }
         key
@@ -165,10 +176,12 @@ impl Deadline {
         }
         let mut inner = registry.lock();
         let waker = &mut inner.slots[*key].waker;
-        match waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => *waker = Some(cx.waker().clone()),
+        if waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return Poll::Pending;
         }
+        let old = waker.replace(cx.waker().clone());
+        drop(inner);
+        drop(old); // outside the lock: dropping a waker may run arbitrary code
         Poll::Pending
     }
 }
@@ -176,7 +189,8 @@ impl Deadline {
 impl Drop for Deadline {
     fn drop(&mut self) {
         if let Some((registry, key)) = self.slot.take() {
-            registry.lock().slots.remove(key);
+            let slot = registry.lock().slots.remove(key);
+            drop(slot); // its waker, outside the lock
         }
     }
 }
@@ -196,7 +210,10 @@ pub struct CoarseTimer;
 
 impl Timer for CoarseTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Sleep>> {
-        self.sleep_until(now() + duration)
+        match now().checked_add(duration) {
+            Some(at) => self.sleep_until(at),
+            None => Box::pin(Never),
+        }
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Sleep>> {
@@ -215,13 +232,27 @@ impl Timer for CoarseTimer {
     }
 }
 
+/// A sleep whose deadline is too far away to represent.
+#[derive(Debug)]
+struct Never;
+
+impl Future for Never {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        Poll::Pending
+    }
+}
+
+impl Sleep for Never {}
+
 pin_project_lite::pin_project! {
-    /// `fut`, or `Err(Elapsed)` once `deadline` has passed (see [`timeout_at`]).
+    /// `fut`, or `Err(Elapsed)` once its deadline has passed (see [`timeout`]). A deadline
+    /// too far away to represent is `None`: never.
     #[derive(Debug)]
     pub struct Timeout<F> {
         #[pin]
         fut: F,
-        deadline: Deadline,
+        deadline: Option<Deadline>,
     }
 }
 
@@ -229,12 +260,12 @@ pin_project_lite::pin_project! {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Elapsed;
 
-/// Run `fut` until `at`, on the coarse clock: it is polled first, so a future that is ready
-/// when its deadline is too still wins.
-pub fn timeout_at<F: Future>(at: Instant, fut: F) -> Timeout<F> {
+/// Run `fut` until `after` has passed since `from`, on the coarse clock. `fut` is polled first,
+/// so a future that is ready when its deadline is too still wins.
+pub fn timeout<F: Future>(from: Instant, after: Duration, fut: F) -> Timeout<F> {
     Timeout {
         fut,
-        deadline: Deadline::new(at),
+        deadline: from.checked_add(after).map(Deadline::new),
     }
 }
 
@@ -245,7 +276,10 @@ impl<F: Future> Future for Timeout<F> {
         if let Poll::Ready(out) = this.fut.poll(cx) {
             return Poll::Ready(Ok(out));
         }
-        this.deadline.poll_passed(cx).map(|()| Err(Elapsed))
+        match this.deadline {
+            Some(deadline) => deadline.poll_passed(cx).map(|()| Err(Elapsed)),
+            None => Poll::Pending,
+        }
     }
 }
 

@@ -64,16 +64,64 @@ async fn a_sleep_is_armed_from_its_first_poll_until_it_is_dropped() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn timeout_at_returns_the_future_or_elapsed_and_disarms() {
-    let at = now() + Duration::from_secs(2);
-    assert_eq!(timeout_at(at, async { 7 }).await, Ok(7));
-    let start = TokioInstant::now();
+async fn timeout_returns_the_future_or_elapsed_and_disarms() {
+    let from = now();
+    let two = Duration::from_secs(2);
+    assert_eq!(timeout(from, two, async { 7 }).await, Ok(7));
     let never = std::future::pending::<()>();
-    assert_eq!(timeout_at(at, never).await, Err(Elapsed));
-    assert!(start.elapsed() >= Duration::from_secs(2));
+    assert_eq!(timeout(from, two, never).await, Err(Elapsed));
+    assert!(now() - from >= two);
     // Ready and due at once: the future wins.
-    assert_eq!(timeout_at(now(), async { 8 }).await, Ok(8));
+    assert_eq!(timeout(now(), Duration::ZERO, async { 8 }).await, Ok(8));
     assert_eq!(armed(), 0);
+}
+
+/// A timeout too large to add to an instant (the config accepts `"500000000000y"`) is never,
+/// not a panic.
+#[tokio::test(start_paused = true)]
+async fn an_unrepresentable_deadline_never_fires() {
+    let hour = Duration::from_secs(3600);
+    let t = timeout(now(), Duration::MAX, std::future::pending::<()>());
+    assert!(tokio::time::timeout(hour, t).await.is_err());
+    let sleep = CoarseTimer.sleep(Duration::MAX);
+    assert!(tokio::time::timeout(hour, sleep).await.is_err());
+}
+
+/// hyper resets a sleep only after it fired (its next head wait): the new, later deadline
+/// holds, and a fired sleep polled again stays ready.
+#[tokio::test(start_paused = true)]
+async fn a_fired_sleep_stays_ready_and_can_be_reset_later() {
+    let mut sleep = CoarseTimer.sleep(Duration::from_secs(1));
+    sleep.as_mut().await;
+    poll_fn(|cx| {
+        assert!(sleep.as_mut().poll(cx).is_ready());
+        Poll::Ready(())
+    })
+    .await;
+    let start = TokioInstant::now();
+    CoarseTimer.reset(&mut sleep, now() + Duration::from_secs(10));
+    sleep.await;
+    let took = start.elapsed();
+    let ten = Duration::from_secs(10);
+    assert!((ten..=ten + TICK).contains(&took), "{took:?}");
+}
+
+/// On a multi-threaded runtime a task, and so its deadline, may move: disarming on another
+/// thread frees the slot in the slab it was armed in.
+#[test]
+fn a_deadline_disarmed_on_another_thread_leaves_its_own_slab() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut sleep = CoarseTimer.sleep(Duration::from_secs(60));
+        poll_once(&mut sleep).await;
+        assert_eq!(armed(), 1);
+        std::thread::spawn(move || drop(sleep)).join().unwrap();
+        assert_eq!(armed(), 0);
+    });
 }
 
 #[tokio::test(start_paused = true)]
@@ -151,12 +199,11 @@ async fn read_to_close(stream: &mut tokio::net::TcpStream) -> String {
 #[tokio::test]
 async fn a_stalled_request_head_is_disconnected() {
     let addr = server(Duration::from_millis(300)).await;
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
+    // Taken before the server can have armed its deadline, so the bound below is safe.
     let started = std::time::Instant::now();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let partial = b"GET / HTTP/1.1\r\nHost: x\r\n";
+    stream.write_all(partial).await.unwrap();
     let answer = read_to_close(&mut stream).await;
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert!(!answer.contains("200 OK"), "{answer}");
@@ -167,15 +214,15 @@ async fn requests_on_time_are_served_and_an_idle_connection_is_closed() {
     let addr = server(Duration::from_millis(300)).await;
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut buf = [0u8; 1024];
+    let mut idle = std::time::Instant::now();
     for _ in 0..3 {
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
+        // Taken before the answer is sent, so before the server waits for the next head.
+        idle = std::time::Instant::now();
+        let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        stream.write_all(request).await.unwrap();
         let n = stream.read(&mut buf).await.unwrap();
         assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK"));
     }
-    let idle = std::time::Instant::now();
     assert_eq!(read_to_close(&mut stream).await, "");
     assert!(idle.elapsed() >= Duration::from_millis(300));
 }

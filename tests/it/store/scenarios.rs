@@ -542,12 +542,22 @@ async fn events_in_order(s: &Store) {
     );
 }
 
-/// Live events equal the audit rows, field for field — also one too big for a Postgres NOTIFY
-/// payload (a long comment), which the listener reads from the table instead.
+/// Live events equal the announced audit rows, field for field — also one too big for a
+/// Postgres NOTIFY payload (a long comment), which the listener reads from the table instead.
+/// A retry and an upstream result are audited but not announced.
 async fn subscribe_receives_live_events(s: &Store) {
     let mut rx = s.subscribe();
     let (a, _, _) = pending(gate(s, &req("ws-1", "h1"), t0()).await);
+    pending(gate(s, &req("ws-1", "h1"), t0()).await);
     recorded(s, a.id, vote("alice", VoteKind::Approve), t0()).await;
+    assert_eq!(
+        gate(s, &req("ws-1", "h1"), t0() + secs(1)).await,
+        GateOutcome::Consumed(a.id)
+    );
+    s.backend()
+        .record_upstream(a.id, UpstreamResult::Status(204), t0() + secs(1))
+        .await
+        .expect("record");
     let (b, _, _) = pending(gate(s, &req("ws-2", "h2"), t0()).await);
     let long = Vote {
         comment: Some("no ".repeat(4000)),
@@ -555,7 +565,7 @@ async fn subscribe_receives_live_events(s: &Store) {
     };
     recorded(s, b.id, long, t0()).await;
     let mut live = Vec::new();
-    while live.len() < 6 {
+    while live.len() < 7 {
         let e = tokio::time::timeout(Duration::from_secs(10), rx.recv())
             .await
             .expect("event in time")
@@ -571,13 +581,24 @@ async fn subscribe_receives_live_events(s: &Store) {
             (a.id, EventKind::Requested),
             (a.id, EventKind::Voted),
             (a.id, EventKind::Approved),
+            (a.id, EventKind::Consumed),
             (b.id, EventKind::Requested),
             (b.id, EventKind::Voted),
             (b.id, EventKind::Denied),
         ]
     );
     let stored = s.backend().events_after(0, 1000).await.expect("events");
-    assert_eq!(live, stored, "live events are the audit rows");
+    let quiet: Vec<_> = stored
+        .iter()
+        .filter(|e| !e.event.is_announced())
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(quiet, [EventKind::Deduplicated, EventKind::Upstream]);
+    let announced: Vec<_> = stored
+        .into_iter()
+        .filter(|e| e.event.is_announced())
+        .collect();
+    assert_eq!(live, announced, "live events are the announced audit rows");
 }
 
 async fn ping_works(s: &Store) {

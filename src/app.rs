@@ -22,7 +22,7 @@ use crate::proxy::{self, Proxy, Upstream};
 use crate::reload::{EnvFn, Reloader};
 use crate::store::Store;
 
-/// How often due approvals are turned into `expired` transitions and the pending gauge refreshed.
+/// How often due approvals are turned into `expired` transitions.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 pub struct App {
@@ -132,6 +132,7 @@ impl App {
             store: self.store.clone(),
             policy: Arc::clone(&self.policy),
             metrics: Arc::clone(&self.metrics),
+            pending: Arc::default(),
             reloader: self.reloader.clone(),
         });
         tracing::info!(
@@ -207,36 +208,18 @@ fn proxy_shards() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
 }
 
-/// Sets the pending gauge to `counts` and removes the series of actions with none pending any
-/// more (`shown`: the actions set last time; returns this time's). Series are updated in
-/// place, never cleared first, so a scrape in between sees no gap.
-fn set_pending(metrics: &Metrics, counts: Vec<(String, i64)>, shown: Vec<String>) -> Vec<String> {
-    use crate::metrics::ActionLabels;
-    let now: Vec<String> = counts.iter().map(|(a, _)| a.clone()).collect();
-    for (action, n) in counts {
-        metrics
-            .approvals_pending
-            .get_or_create(&ActionLabels { action })
-            .set(n);
-    }
-    for action in shown.into_iter().filter(|a| !now.contains(a)) {
-        metrics.approvals_pending.remove(&ActionLabels { action });
-    }
-    now
-}
-
 /// Resolves once the shutdown flag is raised (or its sender is gone).
 pub async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
 /// Expiry is enforced at read time in every query; this only turns due approvals into
-/// `expired` transitions (so events and metrics see them) and refreshes the pending gauge.
+/// `expired` transitions (so events and metrics see them). The pending gauge is counted when
+/// `/metrics` is read (`api::health::PendingGauge`).
 async fn sweep(store: Store, metrics: Arc<Metrics>, stop: impl Future<Output = ()>) {
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut shown = Vec::new();
     loop {
         tokio::select! {
             _ = &mut stop => return,
@@ -258,47 +241,5 @@ async fn sweep(store: Store, metrics: Arc<Metrics>, stop: impl Future<Output = (
                 tracing::warn!(error = %e, "expiry sweep failed");
             }
         }
-        match store.backend().pending_counts(now).await {
-            Ok(counts) => shown = set_pending(&metrics, counts, shown),
-            Err(e) => {
-                metrics.store_errors.inc();
-                tracing::warn!(error = %e, "pending gauge refresh failed");
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pending_lines(m: &Metrics) -> Vec<String> {
-        m.encode()
-            .lines()
-            .filter(|l| l.starts_with("approval_gateway_approvals_pending{"))
-            .map(str::to_owned)
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect()
-    }
-
-    #[test]
-    fn pending_gauge_is_updated_in_place_and_drops_actions_with_none_left() {
-        let m = Metrics::new();
-        let counts = |c: &[(&str, i64)]| c.iter().map(|(a, n)| ((*a).to_owned(), *n)).collect();
-        let shown = set_pending(&m, counts(&[("a", 2), ("b", 1)]), Vec::new());
-        assert_eq!(
-            pending_lines(&m),
-            [
-                "approval_gateway_approvals_pending{action=\"a\"} 2",
-                "approval_gateway_approvals_pending{action=\"b\"} 1"
-            ]
-        );
-        let shown = set_pending(&m, counts(&[("a", 3)]), shown);
-        assert_eq!(shown, ["a"]);
-        assert_eq!(
-            pending_lines(&m),
-            ["approval_gateway_approvals_pending{action=\"a\"} 3"]
-        );
     }
 }

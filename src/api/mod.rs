@@ -39,6 +39,8 @@ pub struct AdminState {
     /// The current policy (callers, gate settings incl. TTLs), swapped whole on reload.
     pub policy: Arc<ArcSwap<Policy>>,
     pub metrics: Arc<Metrics>,
+    /// The pending gauge, counted when `/metrics` is read.
+    pub pending: Arc<health::PendingGauge>,
     /// Hot reload from the config file (`POST /v1/admin/reload`); `None` when the process was
     /// not started from a file (tests, `demo`).
     pub reloader: Option<Arc<Reloader>>,

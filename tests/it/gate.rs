@@ -614,6 +614,8 @@ async fn metrics_exposition_carries_the_contract_names_and_outcomes() {
         Some("{}"),
     )
     .await;
+    // One left pending: the gauge is counted when /metrics is read.
+    pending_id(delete(&gw, "/workspaces/ws-p", &agent).await).await;
     let text = gw
         .client
         .get(gw.admin_url("/metrics"))
@@ -624,13 +626,14 @@ async fn metrics_exposition_carries_the_contract_names_and_outcomes() {
         .await
         .unwrap();
     for needle in [
-        r#"approval_gateway_requests_total{route="delete_workspace",outcome="pending"} 1"#,
+        r#"approval_gateway_requests_total{route="delete_workspace",outcome="pending"} 2"#,
         r#"approval_gateway_requests_total{route="delete_workspace",outcome="forwarded"} 1"#,
         r#"approval_gateway_requests_total{route="none",outcome="passthrough"} 1"#,
         r#"approval_gateway_requests_total{route="none",outcome="guard_denied"} 1"#,
         r#"approval_gateway_requests_total{route="delete_workspace",outcome="unauthorized"} 1"#,
         r#"approval_gateway_requests_total{route="secret_write",outcome="bad_request"} 1"#,
-        r#"approval_gateway_approvals_total{action="delete_workspace",event="requested"} 1"#,
+        r#"approval_gateway_approvals_total{action="delete_workspace",event="requested"} 2"#,
+        r#"approval_gateway_approvals_pending{action="delete_workspace"} 1"#,
         r#"approval_gateway_approvals_total{action="delete_workspace",event="consumed"} 1"#,
         "approval_gateway_gate_mode 2",
         "approval_gateway_upstream_request_duration_seconds_count",

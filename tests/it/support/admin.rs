@@ -156,6 +156,7 @@ pub async fn serve(store: Store, policy: Policy) -> Admin {
         store: store.clone(),
         policy: Arc::new(ArcSwap::from_pointee(policy)),
         metrics: metrics.clone(),
+        pending: Arc::default(),
         reloader: None,
     };
     tokio::spawn(async move { axum::serve(listener, router(state)).await });

@@ -19,7 +19,7 @@ def wrk(url, conns, duration, script="report.lua", env=None, max_threads=2, time
     threads = wrk_threads(conns, max_threads)
     cmd = ["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{duration}s",
            "--timeout", f"{timeout_s}s", "--latency", "-s", os.path.join(WRK_DIR, script), url]
-    run_env = dict(os.environ, BENCH_THREADS=str(threads), **(env or {}))
+    run_env = dict(os.environ, BENCH_THREADS=str(threads), BENCH_CONNS=str(conns), **(env or {}))
     out = subprocess.run(cmd, capture_output=True, text=True, env=run_env,
                          timeout=duration + timeout_s + 30, check=False)
     for line in out.stdout.splitlines():

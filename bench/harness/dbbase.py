@@ -5,6 +5,7 @@ the repo's migrations/ (what the gateway migrates to), so the statements run aga
 tables and indexes the gateway uses."""
 
 import glob
+import math
 import os
 import re
 import sqlite3
@@ -37,11 +38,14 @@ def drop_db(base_url, name):
 
 
 def _pcts(lat_us):
+    """p50, p99 in ms: nearest rank, as bench/wrk/gated.lua computes the gateway's."""
     if not lat_us:
         return None, None
     lat_us.sort()
-    return (lat_us[len(lat_us) // 2] / 1000, lat_us[min(len(lat_us) - 1,
-                                                         int(len(lat_us) * 0.99))] / 1000)
+
+    def rank(p):
+        return lat_us[max(0, math.ceil(len(lat_us) * p / 100) - 1)] / 1000
+    return rank(50), rank(99)
 
 
 def _script(store, path, suffix=".sql"):

@@ -115,11 +115,13 @@ def _gated_rows(gs):
         for c in (1, 4):
             v = gs.get(("postgres", path, c), {})
             p = med(v.get("gateway", {}).get("p99_ms"))
-            rows.append(_row(f"Postgres {path}: p99 ≤ 5 ms at {c} conn",
+            # Plain percentiles of the timed answers, as pgbench's (since 2026-12-02; earlier
+            # runs judged wrk's coordinated-omission-corrected p99).
+            rows.append(_row(f"Postgres {path}: p99 (plain) ≤ 5 ms at {c} conn",
                              "—" if p is None else f"{p:.2f} ms", p, p is not None and p <= 5))
         v = gs.get(("postgres", path, 32), {})
         x = ratio(med(v.get("gateway", {}).get("p99_ms")), med(v.get("db", {}).get("p99_ms")))
-        rows.append(_row(f"Postgres {path}: p99 ≤ 1.5× pgbench p99 at 32 conns", _r(x), x,
+        rows.append(_row(f"Postgres {path}: p99 (plain) ≤ 1.5× pgbench p99 at 32 conns", _r(x), x,
                          x is not None and x <= 1.5))
     return rows
 

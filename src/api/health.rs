@@ -1,6 +1,7 @@
 //! Operational endpoints: `/metrics` (scrape), `/healthz` (process up), `/readyz` (store ready
 //! and reachable). Unauthenticated, like every scrape/probe endpoint on an admin listener.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -11,7 +12,7 @@ use tokio::sync::Mutex;
 use super::error::ApiError;
 use super::AdminState;
 use crate::metrics::{ActionLabels, Metrics};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// `Metrics::encode` writes the Prometheus text format 0.0.4 (what `promtool check metrics` and
 /// every Prometheus server read).
@@ -51,37 +52,70 @@ pub async fn readyz(State(st): State<AdminState>) -> Result<&'static str, ApiErr
 /// costs the database one count per interval, not one per scrape.
 const PENDING_MAX_AGE: Duration = Duration::from_secs(5);
 
+/// A count that takes longer is abandoned (the last values stay): a scrape must answer well
+/// inside Prometheus's scrape timeout even while the store is down.
+const PENDING_COUNT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// `approval_gateway_approvals_pending{action}`, counted in the store when `/metrics` is read.
 ///
 /// Why at scrape time: the count visits every pending row (about 90 ms of both cores with
 /// 200k pending rows on the benchmark machine, where Postgres runs it as a parallel scan).
-/// On the sweeper's 5 s timer it competed with the gate whether anyone read the gauge or not. Invariant: series are updated in place and an action's series is removed only once
-/// it has none pending, so a scrape never sees a gap; a failed count keeps the last values
-/// (and counts a store error).
+/// On the sweeper's 5 s timer it competed with the gate whether anyone read the gauge or not.
+///
+/// Invariants: at most one count per [`PENDING_MAX_AGE`], failed or not, and a scrape never
+/// waits for another scrape's count (it serves the values that count will replace). Series
+/// are updated in place and an action's series is removed only once it has none pending, so
+/// a scrape never sees a gap; a failed or timed-out count keeps the last values and counts a
+/// store error.
 #[derive(Debug, Default)]
 pub struct PendingGauge {
-    /// When the gauge was last counted, and the actions it showed then.
-    last: Mutex<(Option<Instant>, Vec<String>)>,
+    last: Mutex<Counted>,
+}
+
+#[derive(Debug, Default)]
+struct Counted {
+    /// When the last count started.
+    at: Option<Instant>,
+    /// The actions with a series, as the last successful count left them.
+    shown: Vec<String>,
 }
 
 impl PendingGauge {
     pub async fn refresh(&self, store: &Store, metrics: &Metrics) {
-        if !store.is_ready() {
+        if store.is_ready() {
+            let count = store.backend().pending_counts(chrono::Utc::now());
+            self.refresh_with(metrics, count).await;
+        }
+    }
+
+    /// `count` is polled only if this scrape is the one to count.
+    async fn refresh_with(
+        &self,
+        metrics: &Metrics,
+        count: impl Future<Output = Result<Vec<(String, i64)>, StoreError>>,
+    ) {
+        let Ok(mut last) = self.last.try_lock() else {
+            return;
+        };
+        if last.at.is_some_and(|at| at.elapsed() < PENDING_MAX_AGE) {
             return;
         }
-        // Concurrent scrapes wait for the one counting, then share its result.
-        let mut last = self.last.lock().await;
-        if last.0.is_some_and(|at| at.elapsed() < PENDING_MAX_AGE) {
-            return;
-        }
-        match store.backend().pending_counts(chrono::Utc::now()).await {
-            Ok(counts) => {
-                let shown = std::mem::take(&mut last.1);
-                *last = (Some(Instant::now()), set_pending(metrics, counts, shown));
+        last.at = Some(Instant::now());
+        match tokio::time::timeout(PENDING_COUNT_TIMEOUT, count).await {
+            Ok(Ok(counts)) => {
+                let shown = std::mem::take(&mut last.shown);
+                last.shown = set_pending(metrics, counts, shown);
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 metrics.store_errors.inc();
-                tracing::warn!(error = %e, "pending gauge refresh failed");
+                tracing::warn!(error = %e, "pending gauge count failed; keeping the last values");
+            }
+            Err(_) => {
+                metrics.store_errors.inc();
+                tracing::warn!(
+                    timeout = ?PENDING_COUNT_TIMEOUT,
+                    "pending gauge count timed out; keeping the last values"
+                );
             }
         }
     }
@@ -117,10 +151,74 @@ mod tests {
             .collect()
     }
 
+    fn store_errors(m: &Metrics) -> String {
+        let text = m.encode();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("approval_gateway_store_errors_total "));
+        line.unwrap_or_default().to_owned()
+    }
+
+    fn counts(c: &[(&str, i64)]) -> Vec<(String, i64)> {
+        c.iter().map(|(a, n)| ((*a).to_owned(), *n)).collect()
+    }
+
+    #[tokio::test]
+    async fn a_failed_count_keeps_the_values_and_waits_its_turn() {
+        let (m, g) = (Metrics::new(), PendingGauge::default());
+        g.refresh_with(&m, async { Ok(counts(&[("a", 2)])) }).await;
+        // Fresh: the next scrape inside PENDING_MAX_AGE does not count.
+        g.refresh_with(&m, async { panic!("counted again") }).await;
+        g.last.lock().await.at = None;
+        g.refresh_with(&m, async { Err(StoreError::Corrupt("down".into())) })
+            .await;
+        assert_eq!(
+            pending_lines(&m),
+            ["approval_gateway_approvals_pending{action=\"a\"} 2"]
+        );
+        assert_eq!(store_errors(&m), "approval_gateway_store_errors_total 1");
+        // A failure counts as a count: a store that is down is not asked on every scrape.
+        g.refresh_with(&m, async { panic!("counted again after a failure") })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_count_is_abandoned() {
+        let (m, g) = (Metrics::new(), PendingGauge::default());
+        g.refresh_with(&m, std::future::pending()).await;
+        assert_eq!(store_errors(&m), "approval_gateway_store_errors_total 1");
+    }
+
+    #[tokio::test]
+    async fn a_scrape_does_not_wait_for_another_scrapes_count() {
+        let m = std::sync::Arc::new(Metrics::new());
+        let g = std::sync::Arc::new(PendingGauge::default());
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let (release, release_rx) = tokio::sync::oneshot::channel::<()>();
+        let first = tokio::spawn({
+            let (m, g) = (m.clone(), g.clone());
+            async move {
+                let count = async move {
+                    let _ = started_tx.send(());
+                    let _ = release_rx.await;
+                    Ok(counts(&[("a", 1)]))
+                };
+                g.refresh_with(&m, count).await;
+            }
+        });
+        started.await.expect("the first scrape counts");
+        g.refresh_with(&m, async { panic!("a second count") }).await;
+        release.send(()).expect("still counting");
+        first.await.expect("first scrape");
+        assert_eq!(
+            pending_lines(&m),
+            ["approval_gateway_approvals_pending{action=\"a\"} 1"]
+        );
+    }
+
     #[test]
     fn pending_gauge_is_updated_in_place_and_drops_actions_with_none_left() {
         let m = Metrics::new();
-        let counts = |c: &[(&str, i64)]| c.iter().map(|(a, n)| ((*a).to_owned(), *n)).collect();
         let shown = set_pending(&m, counts(&[("a", 2), ("b", 1)]), Vec::new());
         assert_eq!(
             pending_lines(&m),

@@ -279,7 +279,7 @@ impl EventKind {
     /// table. A retry of a pending request and the upstream's answer to a consumed one are
     /// audited only: they change no approval's status, nothing waits for them, and they are the
     /// two events of the hot path. On Postgres an announced event is a `NOTIFY`, and every
-    /// committing transaction that notifies holds one database-wide lock through its commit,
+    /// committing transaction that notifies holds one cluster-wide lock through its commit,
     /// WAL flush included; leaving these two out keeps retries and upstream results off that
     /// lock. Postgres mirrors this list in its trigger (migration 0003).
     pub fn is_announced(self) -> bool {

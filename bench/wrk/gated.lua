@@ -118,13 +118,14 @@ function done(summary, latency, requests)
     end
   end
   table.sort(all)
-  local function pct(p)
+  -- Nearest rank, with p in thousandths so that 99.9 % stays integer arithmetic.
+  local function pct(permille)
     if #all == 0 then return -1 end
-    return math.floor(all[math.max(1, math.ceil(#all * p / 100))])
+    return math.floor(all[math.max(1, math.ceil(#all * permille / 1000))])
   end
   local raw = timed and #all > 0 and string.format(
     '{"n":%d,"p50":%d,"p90":%d,"p99":%d,"p999":%d,"max":%d}',
-    #all, pct(50), pct(90), pct(99), pct(99.9), pct(100)) or "null"
+    #all, pct(500), pct(900), pct(990), pct(999), pct(1000)) or "null"
   local sts = {}
   for k, v in pairs(st) do
     table.insert(sts, string.format('"%d":%d', k, v))

@@ -260,6 +260,20 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind, in lifecycle order.
+    pub const ALL: [EventKind; 10] = [
+        EventKind::Requested,
+        EventKind::Deduplicated,
+        EventKind::Voted,
+        EventKind::Approved,
+        EventKind::Bypassed,
+        EventKind::Denied,
+        EventKind::Consumed,
+        EventKind::Upstream,
+        EventKind::Expired,
+        EventKind::Withdrawn,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Requested => "requested",

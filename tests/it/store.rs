@@ -173,3 +173,60 @@ async fn sqlite_file_store_creates_its_directory() {
     s.backend().migrate().await.expect("migrate");
     assert!(dir.join("data/approvals.db").exists());
 }
+
+/// The Postgres trigger (migration 0003) and `EventKind::is_announced` keep one list in two
+/// places: insert one event of every kind, then a marker, and the channel must carry exactly
+/// the announced kinds before the marker (notifications arrive in commit order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_trigger_announces_exactly_the_announced_kinds() {
+    use sqlx::postgres::PgListener;
+    use sqlx::Connection as _;
+
+    let Some(url) = crate::support::db::postgres_url().await else {
+        return;
+    };
+    let s = Store::open(&url).expect("url");
+    s.backend().migrate().await.expect("migrate");
+    let (a, _, _) = pending(gate(&s, &req("ws-kinds", "h-kinds"), t0()).await);
+    let mut listener = PgListener::connect(&url).await.expect("listener");
+    listener
+        .listen(approval_gateway::store::postgres::EVENTS_CHANNEL)
+        .await
+        .expect("listen");
+    let mut c = sqlx::PgConnection::connect(&url).await.expect("session");
+    let insert = "INSERT INTO approval_events (approval_id, event, actor, via, at) \
+                  VALUES ($1, $2, $3, 'api', now())";
+    for (kind, actor) in EventKind::ALL
+        .iter()
+        .map(|k| (k.as_str(), "kinds"))
+        .chain([(EventKind::Requested.as_str(), "marker")])
+    {
+        sqlx::query(insert)
+            .bind(a.id.0)
+            .bind(kind)
+            .bind(actor)
+            .execute(&mut c)
+            .await
+            .expect("insert event");
+    }
+    let mut heard = Vec::new();
+    loop {
+        let note = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+            .await
+            .expect("notification in time")
+            .expect("listener open");
+        let row: serde_json::Value = serde_json::from_str(note.payload()).expect("row as JSON");
+        match row["actor"].as_str() {
+            Some("marker") => break,
+            Some("kinds") => heard.push(row["event"].as_str().expect("event").to_owned()),
+            _ => {}
+        }
+    }
+    let announced: Vec<_> = EventKind::ALL
+        .iter()
+        .filter(|k| k.is_announced())
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(heard, announced);
+    let _ = c.close().await;
+}

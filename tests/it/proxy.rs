@@ -515,6 +515,59 @@ async fn sharded_listeners_serve_every_connection_and_stop_on_shutdown() {
     shards.join().await;
 }
 
+/// `SO_REUSEPORT` alone spreads connections at random (32 over 2 shards often split 21/11);
+/// the shards hand new connections on so that their counts stay within two of each other.
+#[tokio::test]
+async fn sharded_listeners_keep_their_connection_counts_even() {
+    let up = FakeUpstream::start().await;
+    let cfg = approval_gateway::config::Upstream {
+        url: up.url().parse().unwrap(),
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(5),
+    };
+    let metrics = Arc::new(Metrics::new());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let shards = proxy::listener::serve_sharded(
+        "127.0.0.1:0".parse().unwrap(),
+        4,
+        flag_off_proxy(&cfg, &metrics),
+        stopped,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..24 {
+        let mut c = connect(shards.local_addr).await;
+        // Answered, so counted on the shard that serves it (handed over or not).
+        let (parts, _) = send(&mut c, get("/even")).await;
+        assert_eq!(parts.status, StatusCode::OK);
+        clients.push(c);
+    }
+    let open = shards.open_connections();
+    assert_eq!(open.iter().sum::<usize>(), 24, "{open:?}");
+    let (min, max) = (open.iter().min().unwrap(), open.iter().max().unwrap());
+    assert!(max - min <= 2, "uneven shards: {open:?}");
+    for mut c in clients {
+        let (parts, _) = send(&mut c, get("/again")).await;
+        assert_eq!(
+            parts.status,
+            StatusCode::OK,
+            "a handed-over connection keeps serving"
+        );
+    }
+    // Every connection closed (the senders dropped above): each shard's count returns to 0.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while shards.open_connections().iter().any(|n| *n > 0) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("counts stay {:?}", shards.open_connections()));
+    assert_eq!(metrics.passthrough.get(), 48);
+    stop.send(true).unwrap();
+    shards.join().await;
+}
+
 #[tokio::test]
 async fn with_two_host_lines_both_clients_forward_the_first() {
     for (case, h) in headers_seen(|b| {

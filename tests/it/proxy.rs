@@ -481,25 +481,37 @@ async fn an_upstream_closing_its_connection_gets_a_new_one_next_time() {
     assert_eq!(up.connections(), 3);
 }
 
-#[tokio::test]
-async fn sharded_listeners_serve_every_connection_and_stop_on_shutdown() {
-    let up = FakeUpstream::start().await;
+/// A flag-off proxy in front of `up` on `n` shard threads; raise the flag to stop it.
+fn sharded(
+    up: &FakeUpstream,
+    n: usize,
+) -> (
+    proxy::listener::Sharded,
+    Arc<Metrics>,
+    tokio::sync::watch::Sender<bool>,
+) {
     let cfg = approval_gateway::config::Upstream {
         url: up.url().parse().unwrap(),
         connect_timeout: Duration::from_secs(2),
         request_timeout: Duration::from_secs(5),
     };
     let metrics = Arc::new(Metrics::new());
-    let proxy = flag_off_proxy(&cfg, &metrics);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let shards = proxy::listener::serve_sharded(
         "127.0.0.1:0".parse().unwrap(),
-        2,
-        proxy,
+        n,
+        flag_off_proxy(&cfg, &metrics),
         stopped,
         Duration::from_secs(5),
     )
     .unwrap();
+    (shards, metrics, stop)
+}
+
+#[tokio::test]
+async fn sharded_listeners_serve_every_connection_and_stop_on_shutdown() {
+    let up = FakeUpstream::start().await;
+    let (shards, metrics, stop) = sharded(&up, 2);
     for _ in 0..8 {
         let mut c = connect(shards.local_addr).await;
         for _ in 0..2 {
@@ -520,21 +532,7 @@ async fn sharded_listeners_serve_every_connection_and_stop_on_shutdown() {
 #[tokio::test]
 async fn sharded_listeners_keep_their_connection_counts_even() {
     let up = FakeUpstream::start().await;
-    let cfg = approval_gateway::config::Upstream {
-        url: up.url().parse().unwrap(),
-        connect_timeout: Duration::from_secs(2),
-        request_timeout: Duration::from_secs(5),
-    };
-    let metrics = Arc::new(Metrics::new());
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let shards = proxy::listener::serve_sharded(
-        "127.0.0.1:0".parse().unwrap(),
-        4,
-        flag_off_proxy(&cfg, &metrics),
-        stopped,
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let (shards, metrics, stop) = sharded(&up, 4);
     let mut clients = Vec::new();
     for _ in 0..24 {
         let mut c = connect(shards.local_addr).await;

@@ -182,11 +182,9 @@ async fn postgres_trigger_announces_exactly_the_announced_kinds() {
     use sqlx::postgres::PgListener;
     use sqlx::Connection as _;
 
-    let Some(url) = crate::support::db::postgres_url().await else {
+    let Some((s, url)) = crate::support::db::postgres_with_url().await else {
         return;
     };
-    let s = Store::open(&url).expect("url");
-    s.backend().migrate().await.expect("migrate");
     let (a, _, _) = pending(gate(&s, &req("ws-kinds", "h-kinds"), t0()).await);
     let mut listener = PgListener::connect(&url).await.expect("listener");
     listener

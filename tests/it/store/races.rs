@@ -165,11 +165,9 @@ async fn two_sessions(first: &mut PgConnection, second: &mut PgConnection, s: &S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_two_sessions_consume_once_in_both_orders() {
-    let Some(url) = crate::support::db::postgres_url().await else {
+    let Some((s, url)) = crate::support::db::postgres_with_url().await else {
         return;
     };
-    let s = Store::open(&url).expect("url");
-    s.backend().migrate().await.expect("migrate");
     let mut a = PgConnection::connect(&url).await.expect("session a");
     let mut b = PgConnection::connect(&url).await.expect("session b");
     two_sessions(&mut a, &mut b, &s, "ws-ab").await;
@@ -254,11 +252,9 @@ async fn migrate_until_ready_stops_on_shutdown_while_the_store_is_down() {
 /// call reconnects and answers, rather than failing once per stale connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_gate_reconnects_after_its_connections_are_killed() {
-    let Some(url) = crate::support::db::postgres_url().await else {
+    let Some((s, url)) = crate::support::db::postgres_with_url().await else {
         return;
     };
-    let s = Store::open(&url).expect("url");
-    s.backend().migrate().await.expect("migrate");
     let new = req("ws-kill", "h-kill");
     let first = s.backend().consume_or_create(&new, ttls(), t0()).await;
     let id = match first.expect("first call") {

@@ -118,8 +118,14 @@ fn unreachable(server: &str, why: &str) -> Option<String> {
 
 /// A fresh, migrated Postgres store on its own database (None when skipped, see module docs).
 pub async fn postgres() -> Option<Store> {
+    Some(postgres_with_url().await?.0)
+}
+
+/// [`postgres`], with its database's URL (for tests that also open sessions of their own).
+pub async fn postgres_with_url() -> Option<(Store, String)> {
     let url = postgres_url().await?;
-    Some(ready(Store::open(&url).expect("postgres url")).await)
+    let store = ready(Store::open(&url).expect("postgres url")).await;
+    Some((store, url))
 }
 
 #[test]

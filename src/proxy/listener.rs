@@ -110,10 +110,11 @@ async fn serve_shard(
     }
     drop(listener);
     // Connections handed here before another shard noticed this one stopping: serve them too,
-    // so each is closed gracefully with the rest (an idle one at once).
+    // so each is closed gracefully with the rest (an idle one at once). `recv`, not `try_recv`:
+    // after `close` it also waits for a send already under way, then returns `None`.
     if let Some(l) = link.as_mut() {
         l.inbox.close();
-        while let Ok((stream, addr)) = l.inbox.try_recv() {
+        while let Some((stream, addr)) = l.inbox.recv().await {
             let open = l.opened(false);
             if let Ok(stream) = TcpStream::from_std(stream) {
                 serve_connection(
@@ -204,7 +205,7 @@ struct Balance {
 /// connections, before this one.
 fn pick_shard(me: usize, open: &[usize]) -> Option<usize> {
     let (least, &fewest) = open.iter().enumerate().min_by_key(|&(_, n)| n)?;
-    (open.get(me)? + 1 > fewest + 2).then_some(least)
+    (open.get(me)?.saturating_add(1) > fewest.saturating_add(2)).then_some(least)
 }
 
 /// One shard's end of the [`Balance`].
@@ -246,7 +247,16 @@ impl ShardLink {
 
     /// The stream back when it is to be served here; `None` once another shard has it.
     fn hand_off(&self, stream: TcpStream, addr: SocketAddr) -> Option<TcpStream> {
-        let open: Vec<usize> = self.balance.open.iter().map(|n| n.load(Relaxed)).collect();
+        // A shard that stopped (or died) takes no connections: never the least busy.
+        let open: Vec<usize> = (self.balance.open.iter().zip(&self.balance.inboxes))
+            .map(|(n, inbox)| {
+                if inbox.is_closed() {
+                    usize::MAX
+                } else {
+                    n.load(Relaxed)
+                }
+            })
+            .collect();
         let Some(to) = pick_shard(self.me, &open) else {
             return Some(stream);
         };
@@ -448,6 +458,9 @@ mod tests {
             (0, &[9, 3, 3], Some(1)),
             // Already the least busy: stays.
             (1, &[4, 0, 4], None),
+            // Stopped shards count as full.
+            (0, &[5, usize::MAX], None),
+            (0, &[5, usize::MAX, 2], Some(2)),
             (5, &[0, 0], None),
         ];
         for &(me, open, want) in cases {

@@ -72,8 +72,7 @@ async fn serve_shard(
     let (stop_tx, stop_rx) = watch::channel(());
     let mut conns = JoinSet::new();
     let http = http1_builder(HEADER_READ_TIMEOUT);
-    let serve_here = |conns: &mut JoinSet<()>, stream, addr, link: &Option<ShardLink>, accepted| {
-        let open = link.as_ref().map(|l| l.opened(accepted));
+    let serve = |conns: &mut JoinSet<()>, stream, addr, open| {
         serve_connection(conns, &http, stream, addr, &proxy, stop_rx.clone(), open);
     };
     tokio::pin!(shutdown);
@@ -82,25 +81,20 @@ async fn serve_shard(
             biased;
             () = &mut shutdown => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            Some((stream, addr)) = handed_over(&mut link) => match TcpStream::from_std(stream) {
-                Ok(stream) => serve_here(&mut conns, stream, addr, &link, false),
-                Err(e) => {
-                    if let Some(l) = &link {
-                        drop(l.opened(false));
-                    }
-                    tracing::warn!(error = %e, "cannot take over a connection from another shard");
+            Some((std, addr, open)) = handed_over(&mut link) => {
+                if let Some((stream, open)) = adopt(std, open) {
+                    serve(&mut conns, stream, addr, Some(open));
                 }
-            },
+            }
             accepted = listener.accept() => match accepted {
-                Ok((stream, addr)) => {
-                    let kept = match &link {
-                        Some(l) => l.hand_off(stream, addr),
-                        None => Some(stream),
-                    };
-                    if let Some(stream) = kept {
-                        serve_here(&mut conns, stream, addr, &link, true);
+                Ok((stream, addr)) => match &link {
+                    None => serve(&mut conns, stream, addr, None),
+                    Some(l) => {
+                        if let Some((stream, open)) = l.keep_or_hand_off(stream, addr) {
+                            serve(&mut conns, stream, addr, Some(open));
+                        }
                     }
-                }
+                },
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -114,18 +108,9 @@ async fn serve_shard(
     // after `close` it also waits for a send already under way, then returns `None`.
     if let Some(l) = link.as_mut() {
         l.inbox.close();
-        while let Some((stream, addr)) = l.inbox.recv().await {
-            let open = l.opened(false);
-            if let Ok(stream) = TcpStream::from_std(stream) {
-                serve_connection(
-                    &mut conns,
-                    &http,
-                    stream,
-                    addr,
-                    &proxy,
-                    stop_rx.clone(),
-                    Some(open),
-                );
+        while let Some((std, addr, open)) = l.inbox.recv().await {
+            if let Some((stream, open)) = adopt(std, open) {
+                serve(&mut conns, stream, addr, Some(open));
             }
         }
     }
@@ -142,7 +127,7 @@ async fn serve_shard(
 }
 
 /// The next connection another shard handed to this one (pending forever without a link).
-async fn handed_over(link: &mut Option<ShardLink>) -> Option<(std::net::TcpStream, SocketAddr)> {
+async fn handed_over(link: &mut Option<ShardLink>) -> Option<Handed> {
     match link {
         Some(l) => l.inbox.recv().await,
         None => std::future::pending().await,
@@ -185,7 +170,8 @@ fn serve_connection(
     });
 }
 
-type Handed = (std::net::TcpStream, SocketAddr);
+/// A connection on its way to another shard, already in that shard's count.
+type Handed = (std::net::TcpStream, SocketAddr, OpenConn);
 
 /// Keeps the shards' connection counts within two of each other. `SO_REUSEPORT` hashes each
 /// connection to a shard, so 32 connections often split 21/11; a shard has one core and its
@@ -195,7 +181,7 @@ type Handed = (std::net::TcpStream, SocketAddr);
 /// then stays on the shard it landed on; moving is rare once the counts are even.
 #[derive(Debug)]
 struct Balance {
-    /// Open connections per shard, counting those handed over but not yet received.
+    /// Open connections per shard, counting those on their way to it.
     open: Vec<AtomicUsize>,
     inboxes: Vec<mpsc::UnboundedSender<Handed>>,
 }
@@ -234,19 +220,21 @@ impl ShardLink {
             .collect()
     }
 
-    /// Counts a connection accepted here (`accepted`) or one handed here, already counted.
-    fn opened(&self, accepted: bool) -> OpenConn {
-        if accepted {
-            self.balance.open[self.me].fetch_add(1, Relaxed);
-        }
+    /// `shard`'s count of one more connection, until the guard drops.
+    fn count(&self, shard: usize) -> OpenConn {
+        self.balance.open[shard].fetch_add(1, Relaxed);
         OpenConn {
             balance: Arc::clone(&self.balance),
-            shard: self.me,
+            shard,
         }
     }
 
-    /// The stream back when it is to be served here; `None` once another shard has it.
-    fn hand_off(&self, stream: TcpStream, addr: SocketAddr) -> Option<TcpStream> {
+    /// The stream (counted here) when it is to be served here; `None` once another shard has it.
+    fn keep_or_hand_off(
+        &self,
+        stream: TcpStream,
+        addr: SocketAddr,
+    ) -> Option<(TcpStream, OpenConn)> {
         // A shard that stopped (or died) takes no connections: never the least busy.
         let open: Vec<usize> = (self.balance.open.iter().zip(&self.balance.inboxes))
             .map(|(n, inbox)| {
@@ -258,7 +246,7 @@ impl ShardLink {
             })
             .collect();
         let Some(to) = pick_shard(self.me, &open) else {
-            return Some(stream);
+            return Some((stream, self.count(self.me)));
         };
         let std = match stream.into_std() {
             Ok(std) => std,
@@ -267,18 +255,20 @@ impl ShardLink {
                 return None;
             }
         };
-        self.balance.open[to].fetch_add(1, Relaxed);
-        match self.balance.inboxes[to].send((std, addr)) {
+        match self.balance.inboxes[to].send((std, addr, self.count(to))) {
             Ok(()) => None,
-            // That shard has stopped: serve the connection here after all.
-            Err(mpsc::error::SendError((std, _))) => {
-                self.balance.open[to].fetch_sub(1, Relaxed);
-                TcpStream::from_std(std)
-                    .inspect_err(|e| tracing::warn!(error = %e, "cannot take back a connection"))
-                    .ok()
-            }
+            // That shard has stopped (its count went back with the message): serve it here.
+            Err(mpsc::error::SendError((std, _, _))) => adopt(std, self.count(self.me)),
         }
     }
+}
+
+/// A connection from another shard, registered on this shard's reactor.
+fn adopt(std: std::net::TcpStream, open: OpenConn) -> Option<(TcpStream, OpenConn)> {
+    TcpStream::from_std(std)
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot take over a connection"))
+        .ok()
+        .map(|stream| (stream, open))
 }
 
 /// One open connection in its shard's count, until dropped.

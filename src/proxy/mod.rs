@@ -37,9 +37,9 @@ pub use respond::{json, Problem, ProxyError};
 use arc_swap::ArcSwap;
 
 use crate::config::Policy;
-use crate::gate::Mode;
+use crate::gate::{GateRule, Mode};
 use crate::metrics::Metrics;
-use crate::route;
+use crate::route::{self, RouteMatch};
 use crate::store::Store;
 
 pub use gated::APPROVAL_ID;
@@ -118,13 +118,17 @@ impl Proxy {
             drop(policy);
             return Ok(shared.pass_through_logged(req, &down).await);
         }
-        let Some((path, guard)) = lookup(&policy, req.method(), req.uri().path()) else {
+        let Some((guard, route)) = lookup(&policy, req.method(), req.uri().path()) else {
             drop(policy);
             return Ok(shared.pass_through_logged(req, &down).await);
         };
         // A hit: keep this policy for the whole request, even if a reload swaps it meanwhile.
         let policy = arc_swap::Guard::into_inner(policy);
-        let route = policy.routes.find_normalized(req.method(), &path);
+        let (rule, params) = route.unzip();
+        let route = rule
+            .as_ref()
+            .zip(params)
+            .map(|(value, params)| RouteMatch { value, params });
         let matched = gated::Matched {
             policy: &policy,
             guard,
@@ -143,21 +147,24 @@ impl Proxy {
     }
 }
 
-/// `Some((the normalised path, whether a guard matched))` when a guard or a route matches.
-/// Most unmatched traffic is ruled out by its method alone, before the path is read.
-fn lookup<'p>(
-    policy: &Policy,
-    method: &http::Method,
-    raw_path: &'p str,
-) -> Option<(route::Normalized<'p>, bool)> {
+/// `Some((whether a guard matched, the route that matched with its parameters))` when a guard
+/// or a route matches. Most unmatched traffic is ruled out by its method alone, before the path
+/// is read. The rule comes back as its own `Arc` (one increment, on hits only), so the caller
+/// can let go of its borrow of the policy and match nothing twice.
+fn lookup(policy: &Policy, method: &http::Method, raw_path: &str) -> Option<Lookup> {
     if !policy.guards.has_method(method) && !policy.routes.has_method(method) {
         return None;
     }
     let path = route::normalise(raw_path);
     let guard = policy.guards.find_normalized(method, &path).is_some();
-    let hit = guard || policy.routes.find_normalized(method, &path).is_some();
-    hit.then_some((path, guard))
+    let route = policy
+        .routes
+        .find_normalized(method, &path)
+        .map(|m| (Arc::clone(m.value), m.params));
+    (guard || route.is_some()).then_some((guard, route))
 }
+
+type Lookup = (bool, Option<(Arc<GateRule>, route::Params)>);
 
 impl Shared {
     /// The hot path plus its access line when the `access` target is on; when it is off this

@@ -11,6 +11,11 @@
   const HISTORY_LIMIT = 50;
   const STALL_MS = 45000; // the server sends a keep-alive comment every 15 s
   const RANK = { pending: 0, approved: 1, denied: 2, expired: 2, consumed: 2, withdrawn: 2 };
+  // History asks for each of these on its own, so a backlog of pending ones cannot crowd it out.
+  const DECIDED = ["approved", "denied", "expired", "consumed", "withdrawn"];
+  // The upstream's answer to a consumed approval is recorded after the forward and is no
+  // transition (no event): look it up after these delays, then leave it to the next reload.
+  const UPSTREAM_CHECKS_MS = [1000, 4000, 15000];
 
   const $ = (id) => document.getElementById(id);
   const state = {
@@ -148,9 +153,9 @@
   }
 
   async function reload() {
-    const [pending, recent] = await Promise.all([
+    const [pending, ...decided] = await Promise.all([
       api("GET", "/v1/approvals?status=pending&limit=500"),
-      api("GET", `/v1/approvals?limit=${HISTORY_LIMIT * 2}`),
+      ...DECIDED.map((s) => api("GET", `/v1/approvals?status=${s}&limit=${HISTORY_LIMIT}`)),
     ]);
     const seen = new Set();
     for (const a of pending.items) {
@@ -160,8 +165,27 @@
     // A pending one missing from the fresh list was decided elsewhere; the recent list or the
     // event stream has its new state.
     for (const id of [...state.pending.keys()]) if (!seen.has(id)) state.pending.delete(id);
-    for (const a of recent.items) if (a.status !== "pending") apply(a);
+    for (const page of decided) for (const a of page.items) apply(a);
     render();
+  }
+
+  function awaitingUpstream(a) {
+    return a && a.status === "consumed" && a.upstream_status == null && a.upstream_error == null;
+  }
+
+  function followUpstream(id, attempt = 0) {
+    if (attempt >= UPSTREAM_CHECKS_MS.length) return;
+    const token = state.token;
+    setTimeout(async () => {
+      if (state.token !== token || !awaitingUpstream(state.history.get(id))) return;
+      try {
+        apply(await api("GET", `/v1/approvals/${encodeURIComponent(id)}`));
+        render();
+      } catch (err) {
+        if (authFailure(err)) return;
+      }
+      followUpstream(id, attempt + 1);
+    }, UPSTREAM_CHECKS_MS[attempt]);
   }
 
   // ---- Rendering -----------------------------------------------------------------------------
@@ -309,7 +333,10 @@
 
   function historyRow(a) {
     const deciders = (a.decisions || []).map((d) => `${d.approver} (${d.decision})`).join(", ");
-    const status = a.status + (a.upstream_status ? ` · upstream ${a.upstream_status}` : "");
+    const upstream = a.upstream_status
+      ? ` · upstream ${a.upstream_status}`
+      : a.upstream_error ? ` · upstream failed: ${a.upstream_error}` : "";
+    const status = a.status + upstream;
     const tr = el("tr", {},
       el("td", {}, el("span", { class: `status ${a.status}` }, status)),
       el("td", {}, a.action),
@@ -346,6 +373,7 @@
     const wasPending = state.pending.has(approval.id);
     apply(approval);
     render();
+    if (awaitingUpstream(approval)) followUpstream(approval.id);
     const what = `${approval.action} on ${approval.scope}`;
     if (type === "approval.requested") announce(`New approval requested: ${what}.`);
     else if (wasPending || approval.status !== "pending") announce(`${what} is now ${approval.status}.`);

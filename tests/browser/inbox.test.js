@@ -169,6 +169,9 @@ async function run(page) {
   assert.equal(retry.headers.get("approval-id"), held.approval_id);
   assert.match(retry.text, /"method":\s*"DELETE"/);
   await waitText(row.locator(".status"), "consumed");
+  // The upstream's answer is no event: the page looks it up by itself, still without a reload.
+  await waitText(row.locator(".status"), "consumed · upstream 200");
+  assert.ok(await page.evaluate(() => window.__noReload === true), "no page reload happened");
 
   step("after a gateway restart the event stream reconnects by itself");
   // The gateway restarts (same ports, same store): the stream drops, the page reconnects.
@@ -187,6 +190,24 @@ async function run(page) {
   step(`screenshot -> ${SCREENSHOT}`);
   fs.mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
   await page.screenshot({ path: SCREENSHOT, fullPage: true });
+
+  step("a backlog of pending approvals does not crowd decided ones out of history");
+  // More pending approvals than the old single "newest N" history query could skip past.
+  const backlog = 120;
+  for (let i = 0; i < backlog; i += 20) {
+    const batch = [];
+    for (let j = i; j < Math.min(i + 20, backlog); j++) {
+      batch.push(gated("DELETE", `/workspaces/ws-backlog-${j}`, GATED_TOKEN));
+    }
+    for (const r of await Promise.all(batch)) assert.equal(r.status, 202, r.text);
+  }
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByLabel("Approver token (JWT)").fill(APPROVER_TOKEN);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await waitText(page.locator("#live"), "Live");
+  await waitText(page.locator("#pending-count"), String(backlog + 2));
+  await waitText(page.locator("#history-body tr").filter({ hasText: "ws-browser-1" }).locator(".status"),
+    "consumed · upstream 200");
 
   step("sign out forgets the token");
   await page.getByRole("button", { name: "Sign out" }).click();

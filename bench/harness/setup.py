@@ -8,7 +8,7 @@ BENCH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = os.path.dirname(BENCH)
 UPSTREAM_BIN = os.path.join(BENCH, "target", "release", "bench-upstream")
 
-APT_TOOLS = {"wrk": "wrk", "nginx": "nginx", "valgrind": "valgrind",
+APT_TOOLS = {"wrk": "wrk", "nginx": "nginx", "valgrind": "valgrind", "perf": "linux-perf",
              "pgbench": "postgresql-client", "sqlite3": "sqlite3"}
 
 

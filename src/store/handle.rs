@@ -128,8 +128,9 @@ impl Store {
 
     async fn try_ready(&self) -> Result<(), StoreError> {
         self.backend().migrate().await?;
-        if let Backend::Postgres(pg) = &self.inner.backend {
-            pg.start_listener(Arc::downgrade(&self.inner.feed)).await?;
+        match &self.inner.backend {
+            Backend::Postgres(pg) => pg.start_listener(Arc::downgrade(&self.inner.feed)).await?,
+            Backend::Sqlite(sqlite) => sqlite.start_checkpointer(Arc::downgrade(&self.inner.feed)),
         }
         Ok(())
     }

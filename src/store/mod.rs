@@ -19,6 +19,7 @@ mod postgres_conns;
 mod postgres_decide;
 mod postgres_ops;
 pub mod sqlite;
+mod sqlite_checkpoint;
 mod sqlite_decide;
 mod sqlite_ops;
 

@@ -8,10 +8,14 @@
 //! — SQLite's single writer, made explicit. The consume `UPDATE` still repeats its state
 //! conditions in the outer `WHERE`, so it stays correct should the file be shared by another
 //! process (WAL + busy timeout serialise writers across processes).
+//! WAL checkpoints run on a connection of their own, off the request path
+//! (`sqlite_checkpoint.rs`); it never touches rows.
 //! Timestamps are stored as INTEGER microseconds (UTC).
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Weak;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,6 +29,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::common::{self, classify, corrupt, Row};
+use super::sqlite_checkpoint as checkpoint;
 use super::sqlite_decide as decide;
 use super::sqlite_ops as ops;
 use super::*;
@@ -35,6 +40,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 pub struct SqliteStore {
     pool: SqlitePool,
     events: broadcast::Sender<AuditEvent>,
+    /// The background checkpointer's connection options; `None` for `:memory:` (no WAL).
+    checkpoint_opts: Option<Box<SqliteConnectOptions>>,
+    checkpointing: AtomicBool,
 }
 
 impl SqliteStore {
@@ -47,9 +55,16 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        if !url.contains(":memory:") {
+        let memory = url.contains(":memory:");
+        if !memory {
             create_parent(opts.get_filename());
         }
+        let checkpoint_opts = (!memory).then(|| Box::new(opts.clone()));
+        // Checkpoints run in the background (`sqlite_checkpoint.rs`); inline only as a backstop.
+        let opts = opts.pragma(
+            "wal_autocheckpoint",
+            checkpoint::INLINE_AFTER_FRAMES.to_string(),
+        );
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(0)
@@ -60,7 +75,23 @@ impl SqliteStore {
             // cost one more trip to the connection's worker thread per gated request.
             .test_before_acquire(false)
             .connect_lazy_with(opts);
-        Ok(Self { pool, events })
+        Ok(Self {
+            pool,
+            events,
+            checkpoint_opts,
+            checkpointing: AtomicBool::new(false),
+        })
+    }
+
+    /// Spawns the background checkpointer (once; not for `:memory:`). It ends when `alive`
+    /// (the last `Store` clone) is dropped.
+    pub(super) fn start_checkpointer<T: Send + Sync + 'static>(&self, alive: Weak<T>) {
+        let Some(opts) = &self.checkpoint_opts else {
+            return;
+        };
+        if !self.checkpointing.swap(true, Ordering::AcqRel) {
+            tokio::spawn(checkpoint::run((**opts).clone(), alive));
+        }
     }
 
     fn publish(&self, events: Vec<AuditEvent>) {

@@ -174,6 +174,59 @@ async fn sqlite_file_store_creates_its_directory() {
     assert!(dir.join("data/approvals.db").exists());
 }
 
+/// WAL checkpoints run in the background (`src/store/sqlite_checkpoint.rs`), not inline on the
+/// store's one connection: a few gated writes, far fewer frames than SQLite's default inline
+/// threshold of 1,000, reach the database file by themselves. Seen from a second connection:
+/// the file holds every page of the database once a checkpoint has copied the WAL into it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_checkpoints_the_wal_in_the_background() {
+    use sqlx::Connection as _;
+
+    let dir = std::env::temp_dir().join(format!("ag-ckpt-{}", uuid::Uuid::new_v4().simple()));
+    let file = dir.join("approvals.db");
+    let s = Store::open(&format!("sqlite://{}", file.display())).expect("open");
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        s.migrate_until_ready(std::future::pending()),
+    )
+    .await
+    .expect("migrated");
+    for i in 0..40 {
+        pending(
+            gate(
+                &s,
+                &req(&format!("ws-ckpt-{i}"), &format!("h-ckpt-{i}")),
+                t0(),
+            )
+            .await,
+        );
+    }
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=ro", file.display()))
+        .await
+        .expect("second connection");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(&mut c)
+            .await
+            .expect("page_count");
+        let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(&mut c)
+            .await
+            .expect("page_size");
+        let on_disk = std::fs::metadata(&file).expect("db file").len();
+        if on_disk >= u64::try_from(pages * page_size).expect("size") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the WAL was not checkpointed: the file holds {on_disk} bytes of {pages} pages"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.close().await.expect("close");
+}
+
 /// The Postgres trigger (migration 0003) and `EventKind::is_announced` keep one list in two
 /// places: insert one event of every kind, then a marker, and the channel must carry exactly
 /// the announced kinds before the marker (notifications arrive in commit order).

@@ -94,6 +94,18 @@ impl SqliteStore {
         }
     }
 
+    /// Every store transaction writes, so it takes the write lock as it begins, waiting up to
+    /// the busy timeout while another connection holds it (the background `RESTART`
+    /// checkpoint, or the operator CLI on the same file). A deferred `BEGIN` would take the
+    /// lock at the first write instead, and SQLite does not wait there: a read transaction
+    /// that cannot become a write one fails at once with `SQLITE_BUSY`.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)
+    }
+
     fn publish(&self, events: Vec<AuditEvent>) {
         for e in events.into_iter().filter(|e| e.event.is_announced()) {
             // No subscribers is fine: the audit row is already committed.
@@ -224,7 +236,7 @@ impl ApprovalStore for SqliteStore {
         ttl: Ttls,
         now: DateTime<Utc>,
     ) -> Result<GateOutcome, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.write_tx().await?;
         let mut events = Vec::new();
         let outcome = match ops::consume(&mut tx, new, now, &mut events).await? {
             Some(id) => GateOutcome::Consumed(id),
@@ -249,7 +261,7 @@ impl ApprovalStore for SqliteStore {
         ttl: Ttls,
         now: DateTime<Utc>,
     ) -> Result<(Approval, bool), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.write_tx().await?;
         let mut events = Vec::new();
         let o = ops::open_pending(&mut tx, new, ttl, now, Via::Api, &mut events).await?;
         tx.commit().await.map_err(classify)?;
@@ -267,7 +279,7 @@ impl ApprovalStore for SqliteStore {
             UpstreamResult::Status(s) => (Some(i64::from(*s)), None, json!({ "status": s })),
             UpstreamResult::Error(e) => (None, Some(e.clone()), json!({ "error": e })),
         };
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "UPDATE approvals SET upstream_status = ?2, upstream_error = ?3 WHERE id = ?1",
         )
@@ -370,7 +382,7 @@ impl ApprovalStore for SqliteStore {
         ttl: Ttls,
         now: DateTime<Utc>,
     ) -> Result<DecideOutcome, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.write_tx().await?;
         let mut events = Vec::new();
         let outcome = decide::decide(&mut tx, id.0, vote, ttl, now, &mut events).await?;
         tx.commit().await.map_err(classify)?;
@@ -385,7 +397,7 @@ impl ApprovalStore for SqliteStore {
         via: Via,
         now: DateTime<Utc>,
     ) -> Result<WithdrawOutcome, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.write_tx().await?;
         let mut events = Vec::new();
         let outcome = decide::withdraw(&mut tx, id.0, actor, via, now, &mut events).await?;
         tx.commit().await.map_err(classify)?;
@@ -394,7 +406,7 @@ impl ApprovalStore for SqliteStore {
     }
 
     async fn expire_due(&self, now: DateTime<Utc>) -> Result<Vec<Approval>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.write_tx().await?;
         let mut events = Vec::new();
         let expired = decide::expire_due(&mut tx, now, &mut events).await?;
         tx.commit().await.map_err(classify)?;

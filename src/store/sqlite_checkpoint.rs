@@ -15,10 +15,13 @@
 //! frames `PASSIVE` left, so that the next commit starts the WAL over. Measured at 4
 //! connections (first calls and retries, 2 repetitions), against inline checkpoints: p99
 //! 3.7–9.8 ms instead of 16–26 ms, p99.9 11–40 ms instead of 20–66 ms. Without the `RESTART`,
-//! p99 was as good but p99.9 reached 112 ms (the WAL grew to the backstop).
+//! p99 was as good but p99.9 reached 112 ms (the WAL grew to the backstop). The full benchmark
+//! still finds the rarer stalls longer than inline ones (`bench/analysis.md`).
 //!
-//! Invariant: this connection only runs `PRAGMA wal_checkpoint`; it never reads or writes rows,
-//! so the store's single-writer rule (`sqlite.rs`) is untouched.
+//! Invariants: this connection only runs `PRAGMA wal_checkpoint`; it never reads or writes
+//! rows, so the store's single-writer rule (`sqlite.rs`) is untouched. While a `RESTART` holds
+//! the write lock, the store's transactions wait for it at `BEGIN IMMEDIATE` (its busy
+//! timeout); a deferred `BEGIN` would fail the ones that read before they write.
 
 use std::sync::Weak;
 use std::time::Duration;

@@ -227,6 +227,42 @@ async fn sqlite_checkpoints_the_wal_in_the_background() {
     c.close().await.expect("close");
 }
 
+/// Another connection holding SQLite's write lock (the background `RESTART` checkpoint, or the
+/// operator CLI on the same file) delays a vote; it must not fail it. A vote reads before it
+/// writes, and SQLite fails a read transaction that cannot become a write one at once, without
+/// waiting; so the store's transactions take the write lock as they begin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_vote_waits_for_another_writer_instead_of_failing() {
+    use sqlx::{Connection as _, Executor as _};
+
+    let dir = std::env::temp_dir().join(format!("ag-lock-{}", uuid::Uuid::new_v4().simple()));
+    let file = dir.join("approvals.db");
+    let s = Store::open(&format!("sqlite://{}", file.display())).expect("open");
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        s.migrate_until_ready(std::future::pending()),
+    )
+    .await
+    .expect("migrated");
+    let (a, _, _) = pending(gate(&s, &req("ws-lock", "h-lock"), t0()).await);
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", file.display()))
+        .await
+        .expect("second connection");
+    other.execute("BEGIN IMMEDIATE").await.expect("write lock");
+    let vote = {
+        let s = s.clone();
+        tokio::spawn(
+            async move { recorded(&s, a.id, vote("alice", VoteKind::Approve), t0()).await },
+        )
+    };
+    // Hold the lock long enough for the vote to reach it (well inside the 5 s busy timeout).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    other.execute("COMMIT").await.expect("release");
+    let decided = vote.await.expect("the vote is recorded, not failed");
+    assert_eq!(decided.status, Status::Approved);
+    other.close().await.expect("close");
+}
+
 /// The Postgres trigger (migration 0003) and `EventKind::is_announced` keep one list in two
 /// places: insert one event of every kind, then a marker, and the channel must carry exactly
 /// the announced kinds before the marker (notifications arrive in commit order).

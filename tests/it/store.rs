@@ -182,15 +182,7 @@ async fn sqlite_file_store_creates_its_directory() {
 async fn sqlite_checkpoints_the_wal_in_the_background() {
     use sqlx::Connection as _;
 
-    let dir = std::env::temp_dir().join(format!("ag-ckpt-{}", uuid::Uuid::new_v4().simple()));
-    let file = dir.join("approvals.db");
-    let s = Store::open(&format!("sqlite://{}", file.display())).expect("open");
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        s.migrate_until_ready(std::future::pending()),
-    )
-    .await
-    .expect("migrated");
+    let (s, file) = crate::support::db::sqlite_with_file().await;
     for i in 0..40 {
         pending(
             gate(
@@ -235,15 +227,7 @@ async fn sqlite_checkpoints_the_wal_in_the_background() {
 async fn sqlite_vote_waits_for_another_writer_instead_of_failing() {
     use sqlx::{Connection as _, Executor as _};
 
-    let dir = std::env::temp_dir().join(format!("ag-lock-{}", uuid::Uuid::new_v4().simple()));
-    let file = dir.join("approvals.db");
-    let s = Store::open(&format!("sqlite://{}", file.display())).expect("open");
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        s.migrate_until_ready(std::future::pending()),
-    )
-    .await
-    .expect("migrated");
+    let (s, file) = crate::support::db::sqlite_with_file().await;
     let (a, _, _) = pending(gate(&s, &req("ws-lock", "h-lock"), t0()).await);
     let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", file.display()))
         .await

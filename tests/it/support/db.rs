@@ -28,9 +28,15 @@ async fn ready(store: Store) -> Store {
 
 /// A fresh SQLite store in its own temp directory (which `open` creates), migrated.
 pub async fn sqlite() -> Store {
+    sqlite_with_file().await.0
+}
+
+/// [`sqlite`], with the path of its database file (for a second connection to it).
+pub async fn sqlite_with_file() -> (Store, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("ag-test-{}", uuid::Uuid::new_v4().simple()));
-    let url = format!("sqlite://{}/approvals.db", dir.display());
-    ready(Store::open(&url).expect("sqlite url")).await
+    let file = dir.join("approvals.db");
+    let url = format!("sqlite://{}", file.display());
+    (ready(Store::open(&url).expect("sqlite url")).await, file)
 }
 
 /// An in-memory SQLite store, migrated.

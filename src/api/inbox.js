@@ -162,7 +162,7 @@
       seen.add(a.id);
       apply(a);
     }
-    // A pending one missing from the fresh list was decided elsewhere; the recent list or the
+    // A pending one missing from the fresh list was decided elsewhere; the decided lists or the
     // event stream has its new state.
     for (const id of [...state.pending.keys()]) if (!seen.has(id)) state.pending.delete(id);
     for (const page of decided) for (const a of page.items) apply(a);

@@ -1,5 +1,5 @@
 -- (c) consume (one transaction), then record the upstream's status (another), as the store does.
-BEGIN;
+BEGIN IMMEDIATE;
 -- capture: aid
 UPDATE approvals SET status = 'consumed', consumed_at = :now
 WHERE id = (SELECT id FROM approvals WHERE scope = '@RUN@-' || :n AND action = 'delete_workspace'
@@ -10,7 +10,7 @@ RETURNING id;
 INSERT INTO approval_events (approval_id, event, actor, via, detail, at)
 VALUES (:aid, 'consumed', 'bench-agent', 'gateway', '{}', :now) RETURNING id;
 COMMIT;
-BEGIN;
+BEGIN IMMEDIATE;
 UPDATE approvals SET upstream_status = 200, upstream_error = NULL WHERE id = :aid;
 INSERT INTO approval_events (approval_id, event, actor, via, detail, at)
 VALUES (:aid, 'upstream', 'system', 'gateway', '{"status":200}', :now) RETURNING id;

@@ -1,6 +1,6 @@
 -- (b) retry of a pending request, as the store sends it: one transaction (with a quorum of one
 -- the decisions query is skipped).
-BEGIN;
+BEGIN IMMEDIATE;
 UPDATE approvals SET status = 'consumed', consumed_at = :now
 WHERE id = (SELECT id FROM approvals WHERE scope = '@RUN@-dedup' AND action = 'delete_workspace'
             AND request_hash = 'h-@RUN@-dedup' AND status = 'approved' AND expires_at > :now

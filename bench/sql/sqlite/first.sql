@@ -1,5 +1,5 @@
 -- (a) first call, as the store sends it: one transaction on the single connection.
-BEGIN;
+BEGIN IMMEDIATE;
 UPDATE approvals SET status = 'consumed', consumed_at = :now
 WHERE id = (SELECT id FROM approvals WHERE scope = '@RUN@-' || :n AND action = 'delete_workspace'
             AND request_hash = 'h-@RUN@-' || :n AND status = 'approved' AND expires_at > :now

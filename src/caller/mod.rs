@@ -44,6 +44,9 @@ pub struct Caller {
     pub claims: Map<String, Value>,
     /// Subjects of the RFC 8693 `act` chain (outermost actor first), for self-approval checks.
     pub actors: Vec<String>,
+    /// Whether a source or the JWT rules positively recognised the credential. `false` means
+    /// unknown: no credential, or one nobody recognised (see `[gate] unknown_callers`).
+    pub recognised: bool,
 }
 
 impl Caller {
@@ -83,6 +86,10 @@ impl Caller {
 pub enum CallerError {
     #[error("more than one Authorization header")]
     DuplicateAuthorization,
+    /// The `Authorization` value is not UTF-8: the gateway cannot read it the way the upstream
+    /// (Go) does, so on a route or guard it is refused rather than treated as absent.
+    #[error("Authorization header is not valid UTF-8")]
+    Undecodable,
     /// Present but unverifiable (bad signature, expired, wrong alg, wrong iss/aud, malformed).
     /// The reason is for logs only, never for the response body.
     #[error("credential rejected: {0}")]
@@ -94,6 +101,7 @@ pub enum CallerError {
 
 pub mod jwt;
 pub mod opaque;
+pub mod session;
 mod when;
 
 pub use jwt::{JwksTiming, JwtSettings, JwtVerifier};
@@ -111,22 +119,25 @@ pub struct Callers {
 impl Callers {
     /// Classify the request's credential. `now_unix` is seconds since the epoch (for exp/nbf).
     ///
-    /// Order: the `Authorization` header (none, non-Bearer or empty -> anonymous; two -> error),
-    /// then the opaque sources in configured order, then the JWT rules for JWT-shaped bearers.
-    /// A bearer nobody recognises yields a caller with no class (the upstream authenticates it).
+    /// Order: the `Authorization` header read as the upstream reads it ([`bearer`]; none,
+    /// another scheme or empty -> no bearer; two -> error), then the sources in configured
+    /// order (bearer sources only when there is a bearer, header sources only when their
+    /// headers are present), then the JWT rules for JWT-shaped bearers. A credential nobody
+    /// recognises yields an unrecognised caller with no class (see `unknown_callers`).
     pub async fn classify(
         &self,
         headers: &http::HeaderMap,
         now_unix: u64,
     ) -> Result<Caller, CallerError> {
-        let Some(bearer) = bearer(headers)? else {
-            return Ok(Caller::anonymous());
-        };
+        let bearer = bearer(headers)?;
         for source in &self.sources {
-            if let Some(claims) = source.lookup(bearer).await? {
+            if let Some(claims) = source.lookup(bearer, headers).await? {
                 return Ok(self.caller_from_claims(claims));
             }
         }
+        let Some(bearer) = bearer else {
+            return Ok(Caller::anonymous());
+        };
         match &self.jwt {
             Some(verifier) if jwt::is_jwt_shaped(bearer) => {
                 let claims = verifier.verify_with_refresh(bearer, now_unix).await?;
@@ -146,12 +157,21 @@ impl Callers {
             subject,
             claims,
             actors,
+            recognised: true,
         }
     }
 }
 
-/// The bearer token, if the request carries exactly one `Authorization: Bearer <token>`.
-fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, CallerError> {
+/// The bearer token exactly as the upstream reads it, if the request carries one.
+///
+/// The workspace-server (`wsauth.BearerTokenFromHeader`) takes the first `Authorization` value,
+/// requires the exact, case-sensitive prefix `Bearer ` and applies Go's `strings.TrimSpace` to
+/// the rest. Go keeps header bytes ≥ 0x80, so the value is decoded as UTF-8 here; `str::trim`
+/// removes exactly the set `TrimSpace` removes on valid UTF-8 (Unicode `White_Space`: U+0009–
+/// U+000D, U+0020, U+0085, U+00A0, U+1680, U+2000–U+200A, U+2028, U+2029, U+202F, U+205F,
+/// U+3000). A value that is not UTF-8 is [`CallerError::Undecodable`]; two values are refused
+/// ([`CallerError::DuplicateAuthorization`]) rather than picking the one Go would.
+pub fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, CallerError> {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -159,15 +179,13 @@ fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, CallerError> {
     if values.next().is_some() {
         return Err(CallerError::DuplicateAuthorization);
     }
-    // Non-ASCII or another scheme: not our kind of credential; the upstream judges it.
-    let Ok(value) = value.to_str() else {
-        return Ok(None);
-    };
-    let Some((scheme, token)) = value.trim_start().split_once(' ') else {
+    let value = std::str::from_utf8(value.as_bytes()).map_err(|_| CallerError::Undecodable)?;
+    let Some(token) = value.strip_prefix("Bearer ") else {
+        // Another scheme, or `bearer` in another case: the upstream sees no bearer either.
         return Ok(None);
     };
     let token = token.trim();
-    Ok((scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token))
+    Ok((!token.is_empty()).then_some(token))
 }
 
 /// A subject is a string claim; a number is accepted and stringified.

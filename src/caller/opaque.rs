@@ -1,6 +1,7 @@
 //! Opaque-token sources: deployments whose tokens are not JWTs (Molecule's org tokens) recognise a
 //! bearer by looking up `sha256(bearer)` in a database table, or by a constant-time comparison with
-//! a token from the environment. A recognised token yields claims for the same `when` rules.
+//! a token from the environment; a session cookie is recognised by asking an HTTP endpoint
+//! (`session.rs`). A recognised credential yields claims for the same `when` rules.
 //!
 //! Input: the bearer. Output: `Some(claims)` when recognised, `None` when not (try the next
 //! source), [`CallerError::SourceUnavailable`] when the database fails. The bearer is never
@@ -29,6 +30,8 @@ pub enum TokenSourceKind {
     /// `query` is run with `$1` bound to the 32-byte `sha256(bearer)`; the first row's columns
     /// (as text/JSON) become the claims. No row: not recognised. Error: `SourceUnavailable`.
     Sql { pool: sqlx::PgPool, query: String },
+    /// Asks an HTTP endpoint about the request's session headers (`session.rs`).
+    Http(Box<super::session::HttpSource>),
 }
 
 // Hand-written so the env token never reaches a log through `{:?}` of the config.
@@ -45,15 +48,28 @@ impl std::fmt::Debug for TokenSourceKind {
                 .field("pool", pool)
                 .field("query", query)
                 .finish(),
+            TokenSourceKind::Http(source) => source.fmt(f),
         }
     }
 }
 
 impl TokenSource {
-    /// Try to recognise `bearer`.
-    pub async fn lookup(&self, bearer: &str) -> Result<Option<Map<String, Value>>, CallerError> {
+    /// Try to recognise the request's credential: the bearer for `env` and `sql` sources (none:
+    /// not recognised), the forwarded headers for `http` ones.
+    pub async fn lookup(
+        &self,
+        bearer: Option<&str>,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<Map<String, Value>>, CallerError> {
+        if let TokenSourceKind::Http(source) = &self.kind {
+            return source.lookup(&self.name, headers).await;
+        }
+        let Some(bearer) = bearer else {
+            return Ok(None);
+        };
         let hash: [u8; 32] = Sha256::digest(bearer.as_bytes()).into();
         match &self.kind {
+            TokenSourceKind::Http(_) => Ok(None),
             TokenSourceKind::Env { token, claims } => {
                 // Comparing fixed-size hashes hides the configured token's length too.
                 let want: [u8; 32] = Sha256::digest(token).into();

@@ -85,7 +85,8 @@ async fn authorization_header_table() {
         ("bare scheme", vec!["Bearer"], Ok(None)),
         ("opaque not recognised", vec!["Bearer org_abc123"], Ok(None)),
         ("jwt", vec![jwt.as_str()], Ok(Some("agent"))),
-        ("lowercase scheme", vec![lower.as_str()], Ok(Some("agent"))),
+        // The upstream requires the exact prefix `Bearer `: it sees no bearer here either.
+        ("lowercase scheme", vec![lower.as_str()], Ok(None)),
         (
             "bad jwt",
             vec!["Bearer aa.bb.cc"],
@@ -120,6 +121,53 @@ async fn env_source_match_and_mismatch() {
     assert_eq!(hit.subject.as_deref(), Some("ops"));
     let miss = classify(&c, &["Bearer s3cret-admiN"]).await.expect("ok");
     assert!(miss.class.is_none());
+}
+
+/// Go's `strings.TrimSpace` removes Unicode white space around the token, so the upstream
+/// authenticates `Bearer <token><U+00A0>` as `<token>`: the gateway must classify it so too.
+#[tokio::test]
+async fn bearer_is_trimmed_of_unicode_space_like_go() {
+    let c = callers(vec![env_source(
+        "s3cret-admin",
+        json!({"org_token_id": "admin"}),
+    )]);
+    for pad in [
+        "\u{a0}", "\u{85}", "\u{2000}", "\u{200a}", "\u{3000}", "\u{2028}", "\u{205f}", "\u{1680}",
+        "\u{202f}", "\t", " ",
+    ] {
+        let value = format!("Bearer {pad}s3cret-admin{pad}");
+        let mut h = HeaderMap::new();
+        h.append(
+            AUTHORIZATION,
+            HeaderValue::from_bytes(value.as_bytes()).expect("header"),
+        );
+        let hit = c.classify(&h, NOW).await.expect("ok");
+        assert_eq!(hit.class_name(), Some("agent"), "pad {pad:?}");
+        assert!(hit.recognised);
+    }
+    // U+200B (zero width space) is not white space for Go either: not the token.
+    let mut h = HeaderMap::new();
+    let value = "Bearer s3cret-admin\u{200b}";
+    h.append(
+        AUTHORIZATION,
+        HeaderValue::from_bytes(value.as_bytes()).expect("header"),
+    );
+    let miss = c.classify(&h, NOW).await.expect("ok");
+    assert!(miss.class.is_none() && !miss.recognised);
+}
+
+#[tokio::test]
+async fn undecodable_authorization_is_an_error() {
+    let c = callers(vec![]);
+    let mut h = HeaderMap::new();
+    h.append(
+        AUTHORIZATION,
+        HeaderValue::from_bytes(b"Bearer tok\xff\xfe").expect("header"),
+    );
+    assert_eq!(
+        c.classify(&h, NOW).await.err(),
+        Some(CallerError::Undecodable)
+    );
 }
 
 #[test]

@@ -21,6 +21,7 @@ use serde_json::{Map, Value as Json};
 
 use super::file::{Errors, Section};
 use super::validate::{duration, http_base_url, nonempty_env, Env};
+use crate::caller::session::{HttpSource, HttpSourceSettings};
 use crate::caller::{JwtSettings, JwtVerifier, TokenSource, TokenSourceKind};
 use crate::gate::Mode;
 
@@ -170,13 +171,37 @@ fn utf8(bytes: Vec<u8>, at: &str, errs: &mut Errors) -> Option<String> {
         .ok()
 }
 
-const SOURCE_KEYS: &[&str] = &["name", "kind", "url", "url_env", "query", "env", "claims"];
+const SOURCE_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "url",
+    "url_env",
+    "query",
+    "env",
+    "claims",
+    "forward_headers",
+    "timeout",
+    "cache_ttl",
+    "negative_cache_ttl",
+    "when",
+    "subject_field",
+];
+/// Keys only a `kind = "http"` source takes.
+const HTTP_ONLY: &[&str] = &[
+    "forward_headers",
+    "timeout",
+    "cache_ttl",
+    "negative_cache_ttl",
+    "when",
+    "subject_field",
+];
 
 /// `[[token_sources]]`, in configured order (the order they are tried in).
 pub(crate) fn token_sources(
     root: &Section<'_>,
     env: Env<'_>,
     mode: Mode,
+    subject_claim: &str,
     errs: &mut Errors,
 ) -> Vec<TokenSource> {
     let mut out = Vec::new();
@@ -195,16 +220,20 @@ pub(crate) fn token_sources(
         let kind = match s.string("kind", errs).as_deref() {
             Some("sql") => sql_source(&s, env, mode, errs),
             Some("env") => env_source(&s, env, errs),
+            Some("http") => http_source(&s, env, mode, subject_claim, errs),
             Some(other) => {
                 errs.push(
                     s.key_at("kind"),
-                    format!("{other:?} is not a source kind; use \"sql\" or \"env\""),
+                    format!("{other:?} is not a source kind; use \"sql\", \"env\" or \"http\""),
                 );
                 None
             }
             None => {
                 if !s.has("kind") {
-                    errs.push(s.key_at("kind"), "is required (\"sql\" or \"env\")");
+                    errs.push(
+                        s.key_at("kind"),
+                        "is required (\"sql\", \"env\" or \"http\")",
+                    );
                 }
                 None
             }
@@ -232,6 +261,7 @@ fn sql_source(
     errs: &mut Errors,
 ) -> Option<TokenSourceKind> {
     only_for(s, &["env", "claims"], "env", errs);
+    only_for(s, HTTP_ONLY, "http", errs);
     let query = s.string("query", errs);
     match &query {
         None if !s.has("query") => errs.push(s.key_at("query"), "is required"),
@@ -240,34 +270,7 @@ fn sql_source(
         }
         _ => {}
     }
-    let (url, at) = match (s.string("url", errs), s.string("url_env", errs)) {
-        (Some(_), Some(_)) => {
-            errs.push(
-                s.key_at("url_env"),
-                "give either `url` or `url_env`, not both",
-            );
-            return None;
-        }
-        (Some(url), None) => (url, s.key_at("url")),
-        (None, Some(var)) => match nonempty_env(env, &var) {
-            Some(url) => (url, s.key_at("url_env")),
-            None if mode == Mode::Off => {
-                tracing::warn!(source = %s.at, var = %var, "token source skipped: env var unset (gate is off)");
-                return None;
-            }
-            None => {
-                errs.push(
-                    s.key_at("url_env"),
-                    format!("environment variable {var} is unset or empty"),
-                );
-                return None;
-            }
-        },
-        (None, None) => {
-            errs.push(s.key_at("url"), "one of `url` or `url_env` is required");
-            return None;
-        }
-    };
+    let (url, at) = source_url(s, env, mode, errs)?;
     if !(url.starts_with("postgres:") || url.starts_with("postgresql:")) {
         errs.push(
             &at,
@@ -284,6 +287,120 @@ fn sql_source(
     })
 }
 
+/// The source's URL from `url` or `url_env`, with the key it came from. An unset `url_env` is
+/// an error unless the gate is off (then the source is skipped with a warning).
+fn source_url(
+    s: &Section<'_>,
+    env: Env<'_>,
+    mode: Mode,
+    errs: &mut Errors,
+) -> Option<(String, String)> {
+    match (s.string("url", errs), s.string("url_env", errs)) {
+        (Some(_), Some(_)) => {
+            errs.push(
+                s.key_at("url_env"),
+                "give either `url` or `url_env`, not both",
+            );
+            None
+        }
+        (Some(url), None) => Some((url, s.key_at("url"))),
+        (None, Some(var)) => match nonempty_env(env, &var) {
+            Some(url) => Some((url, s.key_at("url_env"))),
+            None if mode == Mode::Off => {
+                tracing::warn!(source = %s.at, var = %var, "token source skipped: env var unset (gate is off)");
+                None
+            }
+            None => {
+                errs.push(
+                    s.key_at("url_env"),
+                    format!("environment variable {var} is unset or empty"),
+                );
+                None
+            }
+        },
+        (None, None) => {
+            errs.push(s.key_at("url"), "one of `url` or `url_env` is required");
+            None
+        }
+    }
+}
+
+/// `kind = "http"`: a session the gateway asks an endpoint about (`caller/session.rs`).
+fn http_source(
+    s: &Section<'_>,
+    env: Env<'_>,
+    mode: Mode,
+    subject_claim: &str,
+    errs: &mut Errors,
+) -> Option<TokenSourceKind> {
+    only_for(s, &["env"], "env", errs);
+    only_for(s, &["query"], "sql", errs);
+    let forward_headers: Vec<http::HeaderName> = match s.strings("forward_headers", errs) {
+        Some(names) if !names.is_empty() => names
+            .iter()
+            .filter_map(|n| {
+                http::HeaderName::from_bytes(n.trim().as_bytes())
+                    .map_err(|_| {
+                        errs.push(
+                            s.key_at("forward_headers"),
+                            format!("{n:?} is not a header name"),
+                        )
+                    })
+                    .ok()
+            })
+            .collect(),
+        _ => {
+            errs.push(
+                s.key_at("forward_headers"),
+                "is required: the request headers to forward, e.g. [\"Cookie\"]",
+            );
+            Vec::new()
+        }
+    };
+    let d = |key: &str, default: &str, errs: &mut Errors| {
+        let v = s.string(key, errs);
+        duration(v.as_deref(), &s.key_at(key), default, true, errs)
+    };
+    let timeout = d("timeout", "2s", errs);
+    let cache_ttl = d("cache_ttl", "30s", errs);
+    let negative_cache_ttl = d("negative_cache_ttl", "5s", errs);
+    let when = s
+        .value("when")
+        .and_then(|v| super::callers::when(v, &s.key_at("when"), errs));
+    let subject_field = s.string("subject_field", errs);
+    let claims = match s.table("claims", errs) {
+        Some(t) => claims(&t, errs),
+        None => Map::new(),
+    };
+    let (url, at) = source_url(s, env, mode, errs)?;
+    // Unlike the upstream's base URL, this one may carry a query (`?slug=…`).
+    let url = match url.trim().parse::<http::Uri>() {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => u,
+        _ => {
+            errs.push(&at, "must be an http:// or https:// URL");
+            return None;
+        }
+    };
+    if forward_headers.is_empty() {
+        return None;
+    }
+    let settings = HttpSourceSettings {
+        url,
+        forward_headers,
+        timeout,
+        cache_ttl,
+        negative_cache_ttl,
+        when,
+        subject_field,
+        subject_claim: subject_claim.to_owned(),
+        claims,
+    };
+    HttpSource::new(settings)
+        .map(|h| TokenSourceKind::Http(Box::new(h)))
+        .map_err(|e| errs.push(&at, e))
+        .ok()
+}
+
 /// A pool that connects on first use: loading the config never touches the database.
 fn lazy_pool(url: &str) -> Result<sqlx::PgPool, sqlx::Error> {
     let mut options = sqlx::postgres::PgPoolOptions::new();
@@ -297,6 +414,7 @@ fn lazy_pool(url: &str) -> Result<sqlx::PgPool, sqlx::Error> {
 
 fn env_source(s: &Section<'_>, env: Env<'_>, errs: &mut Errors) -> Option<TokenSourceKind> {
     only_for(s, &["url", "url_env", "query"], "sql", errs);
+    only_for(s, HTTP_ONLY, "http", errs);
     let claims = match s.table("claims", errs) {
         Some(t) => claims(&t, errs),
         None => Map::new(),

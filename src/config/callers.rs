@@ -21,7 +21,7 @@ use crate::gate::Mode;
 pub(crate) fn compile(root: &Section<'_>, env: Env<'_>, mode: Mode, errs: &mut Errors) -> Callers {
     let classes = classes(root, errs);
     let (jwt, subject_claim) = auth::jwt(root, env, mode, errs);
-    let sources = auth::token_sources(root, env, mode, errs);
+    let sources = auth::token_sources(root, env, mode, &subject_claim, errs);
     Callers {
         classes,
         jwt,

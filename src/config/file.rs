@@ -179,6 +179,7 @@ pub(crate) struct RawGate {
     pub public_admin_url: Option<String>,
     pub approvals_required: Option<i64>,
     pub max_wait: Option<String>,
+    pub unknown_callers: Option<String>,
 }
 
 /// The top-level tables that are plain key/value sections.
@@ -237,6 +238,7 @@ pub(crate) fn read(root: &Section<'_>, errs: &mut Errors) -> RawConfig {
                 "public_admin_url",
                 "approvals_required",
                 "max_wait",
+                "unknown_callers",
             ],
             errs,
         );
@@ -248,6 +250,7 @@ pub(crate) fn read(root: &Section<'_>, errs: &mut Errors) -> RawConfig {
             public_admin_url: s.string("public_admin_url", errs),
             approvals_required: s.integer("approvals_required", errs),
             max_wait: s.string("max_wait", errs),
+            unknown_callers: s.string("unknown_callers", errs),
         };
     }
     raw

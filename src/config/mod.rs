@@ -87,6 +87,8 @@ pub struct GateSettings {
     /// Longest `Prefer: wait=N` honoured on a gated request (larger N is clamped; zero turns
     /// waiting off). Extension beyond SPEC §3: `[gate] max_wait`, default `"60s"`.
     pub max_wait: Duration,
+    /// `[gate] unknown_callers`: what happens to an unrecognised caller on a gated route.
+    pub unknown_callers: crate::gate::UnknownCallers,
 }
 
 /// Everything that decides a request; rebuilt and swapped whole on reload.

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use http::Method;
 
 use super::file::{Errors, Section};
-use super::validate::quorum;
+use super::validate::{quorum, unknown_callers};
 use super::GuardRule;
-use crate::gate::{GateRule, Mode, Template};
+use crate::gate::{binding, Bind, GateRule, Mode, Template};
 use crate::route::{Pattern, RouteTable};
 
 const ROUTE_KEYS: &[&str] = &[
@@ -25,6 +25,8 @@ const ROUTE_KEYS: &[&str] = &[
     "context",
     "mode",
     "approvals_required",
+    "bind",
+    "unknown_callers",
 ];
 
 pub(crate) fn compile_routes(root: &Section<'_>, errs: &mut Errors) -> RouteTable<Arc<GateRule>> {
@@ -108,6 +110,26 @@ fn rule(
         &s.key_at("approvals_required"),
         errs,
     );
+    let bind = match s.string("bind", errs).as_deref() {
+        None | Some("request") => Bind::Request,
+        Some("context") => Bind::Context,
+        Some(other) => {
+            errs.push(
+                s.key_at("bind"),
+                format!("{other:?} is not allowed; use \"request\" or \"context\""),
+            );
+            Bind::Request
+        }
+    };
+    if bind == Bind::Request && context.iter().any(|(k, _)| k == binding::KEY) {
+        errs.push(
+            format!("{}.{}", s.key_at("context"), binding::KEY),
+            "is reserved for the bound request when bind = \"request\"",
+        );
+    }
+    let unknown_callers = s
+        .string("unknown_callers", errs)
+        .and_then(|v| unknown_callers(&v, &s.key_at("unknown_callers"), errs));
     let action = action.filter(|a| !a.is_empty())?;
     Some(GateRule {
         action: action.into(),
@@ -116,6 +138,8 @@ fn rule(
         context,
         mode,
         approvals_required,
+        bind,
+        unknown_callers,
     })
 }
 

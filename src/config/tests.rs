@@ -138,7 +138,7 @@ fn every_validation_error_kind_names_its_table_and_key() {
         ("[[callers]]\nname = \"a\"\nwhen = { any = [{ claim = \"c\" }] }".into(), "callers[0].when.any[0]", "exactly one"),
         ("[[callers]]\nname = \"a\"\nwhen = { all = [{ claim = \"c\", present = true }], claim = \"x\" }".into(), "callers[0].when.claim", "not allowed"),
         ("[[callers]]\nname = \"a\"\nwhen = \"c\"".into(), "callers[0].when", "expected a table"),
-        ("[[token_sources]]\nname = \"t\"\nkind = \"ldap\"".into(), "token_sources[0].kind", "\"sql\" or \"env\""),
+        ("[[token_sources]]\nname = \"t\"\nkind = \"ldap\"".into(), "token_sources[0].kind", "\"sql\", \"env\" or \"http\""),
         ("[[token_sources]]\nname = \"t\"\nkind = \"env\"".into(), "token_sources[0].env", "required"),
         ("[[token_sources]]\nname = \"t\"\nkind = \"env\"\nenv = \"T\"\nquery = \"q\"".into(), "token_sources[0].query", "only allowed"),
         ("[[token_sources]]\nname = \"t\"\nkind = \"sql\"\nurl = \"postgres://h/db\"".into(), "token_sources[0].query", "required"),

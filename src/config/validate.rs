@@ -20,7 +20,7 @@ use super::{callers, routes};
 use super::{
     Config, ConfigError, ConfigErrors, GateSettings, Listen, Policy, StoreSettings, Upstream,
 };
-use crate::gate::Mode;
+use crate::gate::{Mode, UnknownCallers};
 use crate::store::Ttls;
 
 /// The injected environment (tests pass a map; `main` passes `std::env::var`).
@@ -57,7 +57,7 @@ pub fn parse(text: &str, env: Env<'_>) -> Result<Config, ConfigErrors> {
     let listen = listen(&raw.listen, env, &mut errs);
     let upstream = upstream(&raw.upstream, env, &mut errs);
     let store = store(raw.store_url, env, &mut errs);
-    let gate = gate(&raw.gate, mode, &mut errs);
+    let gate = gate(&raw.gate, env, mode, &mut errs);
     let routes = routes::compile_routes(&root, &mut errs);
     let guards = routes::compile_guards(&root, &mut errs);
     let callers = callers::compile(&root, env, mode, &mut errs);
@@ -218,7 +218,12 @@ pub(crate) fn upstream_url(s: &str) -> Result<http::Uri, String> {
 }
 
 fn store(file_url: Option<String>, env: Env<'_>, errs: &mut Errors) -> StoreSettings {
-    let (url, at) = pick(env, "DATABASE_URL", file_url, "store.url");
+    // GATEWAY_DATABASE_URL first: an env file shared with the upstream may hold the
+    // upstream's own DATABASE_URL.
+    let (url, at) = match pick(env, "GATEWAY_DATABASE_URL", None, "") {
+        (Some(url), at) => (Some(url), at),
+        (None, _) => pick(env, "DATABASE_URL", file_url, "store.url"),
+    };
     let url = url
         .unwrap_or_else(|| "sqlite://data/approvals.db".to_owned())
         .trim()
@@ -247,7 +252,7 @@ pub(crate) fn http_base_url(s: &str) -> Result<String, String> {
     Ok(s.trim_end_matches('/').to_owned())
 }
 
-fn gate(raw: &RawGate, mode: Mode, errs: &mut Errors) -> GateSettings {
+fn gate(raw: &RawGate, env: Env<'_>, mode: Mode, errs: &mut Errors) -> GateSettings {
     let ttls = Ttls {
         pending: duration(
             raw.pending_ttl.as_deref(),
@@ -277,14 +282,23 @@ fn gate(raw: &RawGate, mode: Mode, errs: &mut Errors) -> GateSettings {
                 1
             }),
     };
-    let url = raw
-        .public_admin_url
-        .as_deref()
-        .unwrap_or("http://127.0.0.1:9090");
+    let (url, url_at) = pick(
+        env,
+        "GATEWAY_PUBLIC_ADMIN_URL",
+        raw.public_admin_url.clone(),
+        "gate.public_admin_url",
+    );
+    let url = url.unwrap_or_else(|| "http://127.0.0.1:9090".to_owned());
     let public_admin_url = http_base_url(url.trim()).unwrap_or_else(|msg| {
-        errs.push("gate.public_admin_url", msg);
+        errs.push(url_at, msg);
         String::new()
     });
+    let unknown_callers = raw
+        .unknown_callers
+        .as_deref()
+        .map_or(UnknownCallers::Refuse, |v| {
+            unknown_callers(v, "gate.unknown_callers", errs).unwrap_or_default()
+        });
     GateSettings {
         mode,
         ttls,
@@ -301,6 +315,22 @@ fn gate(raw: &RawGate, mode: Mode, errs: &mut Errors) -> GateSettings {
             .unwrap_or(1),
         // "0s" is allowed: it turns `Prefer: wait` off.
         max_wait: duration(raw.max_wait.as_deref(), "gate.max_wait", "60s", false, errs),
+        unknown_callers,
+    }
+}
+
+/// An `unknown_callers` value: `"refuse"` or `"pass"`.
+pub(crate) fn unknown_callers(v: &str, at: &str, errs: &mut Errors) -> Option<UnknownCallers> {
+    match v {
+        "refuse" => Some(UnknownCallers::Refuse),
+        "pass" => Some(UnknownCallers::Pass),
+        _ => {
+            errs.push(
+                at,
+                format!("{v:?} is not allowed; use \"refuse\" or \"pass\""),
+            );
+            None
+        }
     }
 }
 

@@ -88,6 +88,38 @@ impl<'a> Body<'a> {
         }
     }
 
+    /// Lowercase hex SHA-256 of the raw body (no body: of no bytes).
+    pub fn sha256_hex(&self) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(self.raw.unwrap_or_default()))
+    }
+
+    /// The raw bytes, when buffered.
+    pub fn raw(&self) -> Option<&'a [u8]> {
+        self.raw
+    }
+
+    /// Whether `ptr` names a present, non-null field. A body of no bytes (or only white space)
+    /// has no fields; any other body that is not a JSON object is `BodyNotJson`.
+    pub fn has(&self, ptr: &BodyPointer) -> Result<bool, GateError> {
+        if self
+            .raw
+            .unwrap_or_default()
+            .iter()
+            .all(u8::is_ascii_whitespace)
+        {
+            return Ok(false);
+        }
+        let root = self.root().ok_or_else(|| GateError::BodyNotJson {
+            field: ptr.written.clone(),
+        })?;
+        match lookup(root, ptr) {
+            Ok(Node::Null) | Err(GateError::FieldMissing { .. }) => Ok(false),
+            Ok(_) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
     fn root(&self) -> Option<&Node> {
         self.parsed
             .get_or_init(|| {
@@ -155,6 +187,11 @@ fn array_index(seg: &str) -> Option<usize> {
 /// `encoding/json` (the upstream runs Go 1.25) compares `foldName(key)` with `foldName(name)`.
 pub fn key_binds(name: &str, key: &str) -> bool {
     name == key || name.chars().map(fold_rune).eq(key.chars().map(fold_rune))
+}
+
+/// `key` under Go's folding: two keys bind the same struct field exactly when these are equal.
+pub fn fold_key(key: &str) -> String {
+    key.chars().map(fold_rune).collect()
 }
 
 /// Go's `appendFoldedName` per rune: ASCII is upper-cased; any other rune becomes the smallest

@@ -7,9 +7,10 @@
 
 use serde_json::{Map, Value};
 
+use super::binding;
 use super::body::Body;
 use super::hash::request_hash_of_map;
-use super::{Decision, GateError, GateRule, Gated, Mode, RequestView};
+use super::{Bind, Decision, GateError, GateRule, Gated, Mode, RequestView};
 
 /// Decide whether this request needs an approval, and which one.
 pub fn decide(
@@ -28,6 +29,9 @@ pub fn decide(
     let mut context = Map::new();
     for (key, template) in &rule.context {
         context.insert(key.clone(), Value::String(template.render(req, &body)?));
+    }
+    if rule.bind == Bind::Request {
+        context.insert(binding::KEY.to_owned(), binding::request(req, &body)?);
     }
     let request_hash = request_hash_of_map(&scope, &rule.action, &context);
     let gated = Gated {

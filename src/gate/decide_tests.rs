@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::*;
 use crate::caller::{Caller, CallerClass, When};
-use crate::gate::{request_hash, Template};
+use crate::gate::{request_hash, Bind, Template};
 use crate::route::Params;
 
 fn caller(gated: bool) -> Caller {
@@ -36,6 +36,8 @@ fn secret_rule(mode: Option<Mode>, approvals_required: Option<u32>) -> GateRule 
         ],
         mode,
         approvals_required,
+        bind: Bind::Context,
+        unknown_callers: None,
     }
 }
 
@@ -48,6 +50,8 @@ fn run(rule: &GateRule, caller: &Caller, body: &[u8], global: Mode) -> Result<De
     let uri = Uri::from_static("/workspaces/3f1c2b9e-8d7a-4c1e-9b2f-0a1b2c3d4e5f/secrets");
     let headers = HeaderMap::new();
     let view = RequestView {
+        method: &http::Method::POST,
+        path: "/workspaces/3f1c2b9e-8d7a-4c1e-9b2f-0a1b2c3d4e5f/secrets",
         params: &params,
         uri: &uri,
         headers: &headers,
@@ -188,4 +192,38 @@ fn anonymous_caller_passes() {
         run(&rule, &Caller::anonymous(), BODY, Mode::Enforce),
         Ok(Decision::Pass)
     );
+}
+
+/// With `bind = "request"` the identity covers the body too: another value is another
+/// approval, key order and white space are not.
+#[test]
+fn request_binding_covers_the_body_canonically() {
+    let mut rule = secret_rule(None, None);
+    rule.bind = Bind::Request;
+    let hash = |body: &[u8]| match run(&rule, &caller(true), body, Mode::Enforce).unwrap() {
+        Decision::Enforce(g) => (g.request_hash, g.context),
+        other => panic!("{other:?}"),
+    };
+    let (a, context) = hash(br#"{"key":"K","value":"v1"}"#);
+    let (b, _) = hash(br#"{ "value" : "v1", "key":"K" }"#);
+    let (c, _) = hash(br#"{"key":"K","value":"v2"}"#);
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    let bound = &context["request"];
+    assert_eq!(bound["method"], "POST");
+    assert_eq!(bound["body"], json!({"key":"K","value":"v1"}));
+    assert_ne!(
+        a,
+        expected(1).request_hash,
+        "request binding differs from the Go context hash"
+    );
+    assert!(matches!(
+        run(
+            &rule,
+            &caller(true),
+            br#"{"key":"K","Key":"L","value":"v"}"#,
+            Mode::Enforce
+        ),
+        Err(GateError::BodyKeyAmbiguous { .. }) | Err(GateError::FieldAmbiguous { .. })
+    ));
 }

@@ -11,6 +11,7 @@
 //! Files: `template.rs` (parse at load, render per request), `body.rs` (Go-binding body fields,
 //! parsed once per request), `canonical.rs` + `hash.rs` (the identity digest), `decide.rs`.
 
+pub mod binding;
 pub mod body;
 pub mod canonical;
 mod decide;
@@ -44,10 +45,39 @@ pub struct GateRule {
     pub mode: Option<Mode>,
     /// Per-route quorum override.
     pub approvals_required: Option<u32>,
+    /// What the approval's identity covers (`bind`, default [`Bind::Request`]).
+    pub bind: Bind,
+    /// Per-route override of `[gate] unknown_callers`.
+    pub unknown_callers: Option<UnknownCallers>,
+}
+
+/// What an approval binds (route key `bind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Bind {
+    /// Scope, action, context, and the whole request the upstream acts on: method, path,
+    /// every query parameter, the body (`binding.rs`), under the context key [`binding::KEY`].
+    #[default]
+    Request,
+    /// Scope, action and context only: the hash equals the in-server Go gate's where the
+    /// contexts are the same.
+    Context,
+}
+
+/// What happens to a caller nobody recognised on a gated route (`unknown_callers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownCallers {
+    /// 401 in enforce mode (shadow: logged and counted, forwarded).
+    #[default]
+    Refuse,
+    /// Forwarded; the upstream authenticates it.
+    Pass,
 }
 
 /// Everything of the request that templates may read. Borrowed: nothing is copied until rendering.
 pub struct RequestView<'a> {
+    pub method: &'a http::Method,
+    /// The decoded path the upstream acts on (`route::path::plain`), e.g. `/workspaces/w1`.
+    pub path: &'a str,
     pub params: &'a Params,
     pub uri: &'a Uri,
     pub headers: &'a HeaderMap,
@@ -93,12 +123,22 @@ pub enum GateError {
     /// empty would let different requests share one approval.
     #[error("request header `{header}` is not valid UTF-8 but the route reads it")]
     HeaderNotUtf8 { header: String },
+    /// The query cannot be read the one way the upstream reads it (Go `url.ParseQuery` drops
+    /// pairs with a `;` or a malformed escape; invalid UTF-8 would be shown lossily).
+    #[error("the query string is ambiguous: {why}")]
+    QueryAmbiguous { why: &'static str },
+    /// A JSON body with a key that occurs twice (exactly or in another letter case) in one
+    /// object: Go binds the last, and which one that is depends on member order.
+    #[error("request body has the key `{key}` more than once (in some letter case) in one object")]
+    BodyKeyAmbiguous { key: String },
 }
 
 impl GateRule {
-    /// Whether any template reads `{body.*}`, so the proxy must buffer the body.
+    /// Whether the body is part of the identity or any template reads it, so the proxy must
+    /// buffer it.
     pub fn needs_body(&self) -> bool {
-        self.scope.needs_body()
+        self.bind == Bind::Request
+            || self.scope.needs_body()
             || self.reason.needs_body()
             || self.context.iter().any(|(_, t)| t.needs_body())
     }

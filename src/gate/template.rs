@@ -17,6 +17,12 @@
 //!   absent or null is empty.
 //! - `{caller}`: the caller class name, or empty.
 //! - `{body.POINTER}`: see [`super::body`].
+//! - `{body_sha256}`: lowercase hex SHA-256 of the raw body (of no bytes when there is none).
+//!
+//! Optional references: `{SOURCE.NAME?DEFAULT}` renders `DEFAULT` (possibly empty) when the
+//! value is absent — a missing or null body field (an empty body has no fields), a query
+//! parameter or header not sent, a claim absent or null. Without `?`, a body field is
+//! required (400 when missing) and the other sources render empty when absent.
 
 use http::HeaderName;
 
@@ -41,7 +47,10 @@ enum Part {
     Header(HeaderName),
     Claim(String),
     Body(BodyPointer),
+    BodySha256,
     Caller,
+    /// `{SOURCE.NAME?DEFAULT}`: the inner reference, or `default` when its value is absent.
+    Defaulted(Box<Part>, String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,7 +103,7 @@ impl Template {
     }
 
     pub fn needs_body(&self) -> bool {
-        self.parts.iter().any(|p| matches!(p, Part::Body(_)))
+        self.parts.iter().any(Part::needs_body)
     }
 
     pub fn source(&self) -> &str {
@@ -105,6 +114,10 @@ impl Template {
     pub fn path_params(&self) -> impl Iterator<Item = &str> {
         self.parts.iter().filter_map(|p| match p {
             Part::Path(name) => Some(name.as_str()),
+            Part::Defaulted(inner, _) => match &**inner {
+                Part::Path(name) => Some(name.as_str()),
+                _ => None,
+            },
             _ => None,
         })
     }
@@ -113,17 +126,61 @@ impl Template {
     pub fn render(&self, req: &RequestView<'_>, body: &Body<'_>) -> Result<String, GateError> {
         let mut out = String::new();
         for part in &self.parts {
-            match part {
-                Part::Literal(text) => out.push_str(text),
-                Part::Path(name) => out.push_str(req.params.get(name).unwrap_or("")),
-                Part::Query(name) => render_query(req.uri.query().unwrap_or(""), name, &mut out),
-                Part::Header(name) => render_header(req, name, &mut out)?,
-                Part::Claim(name) => render_claim(req.caller.claims.get(name), &mut out),
-                Part::Body(ptr) => body.render(ptr, &mut out)?,
-                Part::Caller => out.push_str(req.caller.class_name().unwrap_or("")),
-            }
+            part.render(req, body, &mut out)?;
         }
         Ok(out)
+    }
+}
+
+impl Part {
+    fn needs_body(&self) -> bool {
+        match self {
+            Part::Body(_) | Part::BodySha256 => true,
+            Part::Defaulted(inner, _) => inner.needs_body(),
+            _ => false,
+        }
+    }
+
+    fn render(
+        &self,
+        req: &RequestView<'_>,
+        body: &Body<'_>,
+        out: &mut String,
+    ) -> Result<(), GateError> {
+        match self {
+            Part::Literal(text) => out.push_str(text),
+            Part::Path(name) => out.push_str(req.params.get(name).unwrap_or("")),
+            Part::Query(name) => {
+                render_query(req.uri.query().unwrap_or(""), name, out);
+            }
+            Part::Header(name) => render_header(req, name, out)?,
+            Part::Claim(name) => render_claim(req.caller.claims.get(name), out),
+            Part::Body(ptr) => body.render(ptr, out)?,
+            Part::BodySha256 => out.push_str(&body.sha256_hex()),
+            Part::Caller => out.push_str(req.caller.class_name().unwrap_or("")),
+            Part::Defaulted(inner, default) => {
+                if !inner.present(req, body)? {
+                    out.push_str(default);
+                    return Ok(());
+                }
+                inner.render(req, body, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the referenced value exists (for `?DEFAULT`).
+    fn present(&self, req: &RequestView<'_>, body: &Body<'_>) -> Result<bool, GateError> {
+        Ok(match self {
+            Part::Query(name) => {
+                let mut probe = String::new();
+                render_query(req.uri.query().unwrap_or(""), name, &mut probe)
+            }
+            Part::Header(name) => req.headers.contains_key(name),
+            Part::Claim(name) => !matches!(req.caller.claims.get(name), None | Some(Value::Null)),
+            Part::Body(ptr) => body.has(ptr)?,
+            _ => true,
+        })
     }
 }
 
@@ -131,11 +188,24 @@ fn err(source: &str, why: &str) -> TemplateError {
     TemplateError(format!("template {source:?} {why}"))
 }
 
-const SOURCES: &str = "path, query, header, claim, body (e.g. `{path.id}`), or `{caller}`";
+const SOURCES: &str =
+    "path, query, header, claim, body (e.g. `{path.id}`), `{body_sha256}` or `{caller}`";
 
 fn parse_reference(reference: &str) -> Result<Part, String> {
     if reference == "caller" {
         return Ok(Part::Caller);
+    }
+    if reference == "body_sha256" {
+        return Ok(Part::BodySha256);
+    }
+    if let Some((inner, default)) = reference.split_once('?') {
+        let inner = parse_reference(inner)?;
+        if matches!(inner, Part::Caller | Part::BodySha256 | Part::Defaulted(..)) {
+            return Err(format!(
+                "has a default on `{{{reference}}}`, which is never absent"
+            ));
+        }
+        return Ok(Part::Defaulted(Box::new(inner), default.to_owned()));
     }
     let Some((source, name)) = reference.split_once('.') else {
         return Err(format!(
@@ -182,8 +252,9 @@ fn render_claim(claim: Option<&Value>, out: &mut String) {
     }
 }
 
-/// Append the first form-decoded value of `name` in `query` (Go `url.ParseQuery` semantics).
-fn render_query(query: &str, name: &str, out: &mut String) {
+/// Append the first form-decoded value of `name` in `query` (Go `url.ParseQuery` semantics);
+/// whether `name` was there.
+fn render_query(query: &str, name: &str, out: &mut String) -> bool {
     for pair in query.split('&') {
         // Go rejects (drops) pairs holding a `;` or a malformed escape.
         if pair.is_empty() || pair.contains(';') || !escapes_valid(pair.as_bytes()) {
@@ -193,9 +264,10 @@ fn render_query(query: &str, name: &str, out: &mut String) {
         if FormDecode(key.as_bytes()).eq(name.bytes()) {
             let bytes: Vec<u8> = FormDecode(value.as_bytes()).collect();
             out.push_str(&String::from_utf8_lossy(&bytes));
-            return;
+            return true;
         }
     }
+    false
 }
 
 fn escapes_valid(raw: &[u8]) -> bool {

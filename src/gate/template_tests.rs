@@ -45,6 +45,7 @@ fn req() -> Req {
         subject: Some("agent-7".into()),
         claims: claims.as_object().unwrap().clone(),
         actors: vec![],
+        recognised: true,
     };
     Req {
         params,
@@ -59,6 +60,8 @@ fn req() -> Req {
 
 fn render(template: &str, r: &Req) -> Result<String, GateError> {
     let view = RequestView {
+        method: &http::Method::POST,
+        path: "/workspaces/ws-1",
         params: &r.params,
         uri: &r.uri,
         headers: &r.headers,
@@ -171,4 +174,38 @@ fn reports_path_params_and_body_need() {
     assert!(Template::parse("x {body./a/b}").unwrap().needs_body());
     assert!(!Template::parse("{{body.a}}").unwrap().needs_body());
     assert_eq!(Template::parse("{{x}}").unwrap().source(), "{{x}}");
+}
+
+#[test]
+fn optional_references_render_their_default_when_absent() {
+    let r = req();
+    let cases = [
+        ("{body.reset?false}", "false"),
+        ("{body.n?0}", "3"),
+        ("{query.confirm?no}", "no"),
+        ("{query.flag?no}", ""),
+        ("{query.e?x}", ""),
+        ("{claim.nil?none}", "none"),
+        ("{claim.sub?none}", "agent-7"),
+        ("{header.x-absent?-}", "-"),
+    ];
+    for (template, want) in cases {
+        assert_eq!(render(template, &r).unwrap(), want, "{template}");
+    }
+    let mut empty = req();
+    empty.body.clear();
+    assert_eq!(render("{body.reset?false}", &empty).unwrap(), "false");
+    assert!(matches!(
+        render("{body.reset}", &empty),
+        Err(GateError::BodyNotJson { .. })
+    ));
+    assert!(Template::parse("{caller?x}").is_err());
+}
+
+#[test]
+fn body_sha256_is_the_raw_body_digest() {
+    let r = req();
+    let want = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&r.body));
+    assert_eq!(render("{body_sha256}", &r).unwrap(), want);
+    assert!(Template::parse("{body_sha256}").unwrap().needs_body());
 }

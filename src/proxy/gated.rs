@@ -23,11 +23,11 @@ use serde_json::Value;
 use super::access::Note;
 use super::wait::{self, Waited, PREFERENCE_APPLIED};
 use super::{read_limited, Downstream, ProxyBody, ProxyError, Shared};
-use crate::caller::{Caller, CallerError};
+use crate::caller::{self, Caller, CallerError};
 use crate::config::Policy;
-use crate::gate::{self, Decision, GateRule, Gated, RequestView};
+use crate::gate::{self, Decision, GateRule, Gated, Mode, RequestView, UnknownCallers};
 use crate::metrics::{ApprovalEvent, Outcome};
-use crate::route::RouteMatch;
+use crate::route::{self, RouteMatch};
 use crate::store::{
     Approval, ApprovalId, GateOutcome, NewApproval, Status, StoreError, UpstreamResult,
 };
@@ -55,6 +55,21 @@ pub(super) async fn handle(
         Ok(caller) => caller,
         Err(e) => return reject_credential(shared, note, action, e),
     };
+    if !caller.recognised {
+        if let Some(resp) = unknown_caller(shared, &m, &parts, note) {
+            return resp;
+        }
+    }
+    // The gate decides on the path it forwards: a gated caller's path must have one reading.
+    let path = match route::path::plain(parts.uri.path()) {
+        Ok(path) => path.into_owned(),
+        Err(why) if caller.is_gated() => {
+            count(shared, note, action, Outcome::bad_request);
+            tracing::info!(action, why, "ambiguous path from a gated caller refused");
+            return ProxyError::AmbiguousPath(why).into_response();
+        }
+        Err(_) => String::new(),
+    };
     if m.guard && caller.is_gated() {
         count(shared, note, action, Outcome::guard_denied);
         tracing::info!(
@@ -70,7 +85,65 @@ pub(super) async fn handle(
     let Some(route) = m.route else {
         return pass(shared, note, action, parts, ProxyBody::Incoming(body), down).await;
     };
-    gate_route(shared, m.policy, &route, &caller, parts, body, down, note).await
+    let req = GatedRequest {
+        policy: m.policy,
+        route: &route,
+        caller: &caller,
+        path: &path,
+    };
+    gate_route(shared, req, parts, body, down, note).await
+}
+
+/// `Some(response)` when an unrecognised caller must not pass here: `unknown_callers =
+/// "refuse"` (the route's, else `[gate]`'s) in enforce mode → 401. Shadow mode logs and counts
+/// what it would refuse, and lets it pass.
+fn unknown_caller(
+    shared: &Shared,
+    m: &Matched<'_>,
+    parts: &request::Parts,
+    note: &mut Note,
+) -> Option<Response<ProxyBody>> {
+    let gate = &m.policy.gate;
+    let (action, mode, policy) = match &m.route {
+        Some(r) => (
+            &*r.value.action,
+            gate.mode.min(r.value.mode.unwrap_or(Mode::Enforce)),
+            r.value.unknown_callers.unwrap_or(gate.unknown_callers),
+        ),
+        None => ("none", gate.mode, gate.unknown_callers),
+    };
+    if policy == UnknownCallers::Pass || mode == Mode::Off {
+        return None;
+    }
+    let why = match caller::bearer(&parts.headers) {
+        Ok(Some(_)) => "the bearer credential is not recognised",
+        _ if parts.headers.contains_key(http::header::AUTHORIZATION) => {
+            "the Authorization header is not a `Bearer ` credential the gateway reads"
+        }
+        _ => "the request carries no credential",
+    };
+    if mode == Mode::Shadow {
+        count(shared, note, action, Outcome::shadow_would_gate);
+        tracing::info!(
+            event = "would_refuse_unknown_caller",
+            action,
+            why,
+            "shadow mode: an unknown caller on a gated route would be refused"
+        );
+        return None;
+    }
+    count(shared, note, action, Outcome::unauthorized);
+    tracing::info!(action, why, "unknown caller refused on a gated route");
+    Some(ProxyError::UnknownCaller(why).into_response())
+}
+
+/// What the gate needs of one request on a gated route, besides its head and body.
+struct GatedRequest<'a> {
+    policy: &'a Policy,
+    route: &'a RouteMatch<'a, Arc<GateRule>>,
+    caller: &'a Caller,
+    /// The decoded plain path (`route::path::plain`); empty for callers that are not gated.
+    path: &'a str,
 }
 
 /// Count `outcome` in the metrics and remember it for the access line.
@@ -92,17 +165,20 @@ async fn pass(
     note.timed(shared.forward(parts, body, down)).await
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn gate_route(
     shared: &Shared,
-    policy: &Policy,
-    route: &RouteMatch<'_, Arc<GateRule>>,
-    caller: &Caller,
+    req: GatedRequest<'_>,
     parts: request::Parts,
     body: Incoming,
     down: &Downstream,
     note: &mut Note,
 ) -> Response<ProxyBody> {
+    let GatedRequest {
+        policy,
+        route,
+        caller,
+        path,
+    } = req;
     let rule = &**route.value;
     let action = &*rule.action;
     if !caller.is_gated() {
@@ -121,6 +197,8 @@ async fn gate_route(
         (None, ProxyBody::Incoming(body))
     };
     let view = RequestView {
+        method: &parts.method,
+        path,
         params: &route.params,
         uri: &parts.uri,
         headers: &parts.headers,
@@ -369,6 +447,13 @@ fn reject_credential(
             count(shared, note, action, Outcome::bad_request);
             ProxyError::BadRequest(Cow::Borrowed("more than one Authorization header"))
                 .into_response()
+        }
+        CallerError::Undecodable => {
+            count(shared, note, action, Outcome::unauthorized);
+            ProxyError::Unauthorized(Cow::Borrowed(
+                "the Authorization header could not be decoded as UTF-8",
+            ))
+            .into_response()
         }
         CallerError::Rejected(_) => {
             count(shared, note, action, Outcome::unauthorized);

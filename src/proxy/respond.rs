@@ -108,6 +108,12 @@ pub enum ProxyError {
     BadRequest(Cow<'static, str>),
     #[error("unauthorized: {0}")]
     Unauthorized(Cow<'static, str>),
+    /// A caller nobody recognised on a gated route (`unknown_callers = "refuse"`).
+    #[error("unknown caller: {0}")]
+    UnknownCaller(&'static str),
+    /// A gated caller's path that the upstream could read otherwise than the gate.
+    #[error("ambiguous path: {0}")]
+    AmbiguousPath(&'static str),
     #[error("forbidden: {0}")]
     Forbidden(Cow<'static, str>),
     #[error("approval store unavailable")]
@@ -191,6 +197,24 @@ impl ProxyError {
                 "urn:approval-gateway:unauthorized",
                 "Unauthorized",
                 d.clone(),
+            ),
+            Self::UnknownCaller(why) => p(
+                S::UNAUTHORIZED,
+                "urn:approval-gateway:unknown-caller",
+                "Unauthorized",
+                format!(
+                    "this route needs an approval for gated callers, and the caller could not \
+                     be classified: {why}"
+                ),
+            ),
+            Self::AmbiguousPath(why) => p(
+                S::BAD_REQUEST,
+                "urn:approval-gateway:ambiguous-path",
+                "Bad Request",
+                format!(
+                    "the path could be routed otherwise by the upstream than by the gate: {why}; \
+                     send the plain path"
+                ),
             ),
             Self::Forbidden(d) => p(
                 S::FORBIDDEN,

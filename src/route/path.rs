@@ -101,6 +101,65 @@ pub fn canonical(raw: &str) -> Cow<'_, str> {
     Cow::Owned(format!("/{}", segs.join("/")))
 }
 
+/// The decoded path of `raw` when it has exactly one reading — the one the upstream (Go
+/// `net/url`, gin, which does not clean paths) acts on — or what makes it ambiguous.
+///
+/// A gated caller's request must have a plain path: the gate decides on the path it then
+/// forwards, and no upstream could route it differently. Not plain: an empty segment (`//`, a
+/// trailing `/`: gin redirects), a `.`/`..` segment (encoded or not: gin keeps them, cleaning
+/// proxies remove them), a `\` or `%5C`, an encoded `/` (`%2F`: gin splits on it, raw-path
+/// routers do not), a NUL, a malformed escape (Go answers 400), or bytes that are not UTF-8
+/// once decoded (they could only be shown and hashed lossily). Unreserved escapes such as `%41`
+/// are fine: every reading decodes them alike.
+pub fn plain(raw: &str) -> Result<Cow<'_, str>, &'static str> {
+    if !raw.starts_with('/') {
+        return Err("not an absolute path");
+    }
+    if raw == "/" {
+        return Ok(Cow::Borrowed(raw));
+    }
+    let mut decoded: Vec<u8> = Vec::with_capacity(raw.len());
+    for seg in raw[1..].split('/') {
+        if seg.is_empty() {
+            return Err("an empty segment (`//` or a trailing `/`)");
+        }
+        let start = decoded.len();
+        decoded.push(b'/');
+        let b = seg.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            let byte = match b[i] {
+                b'%' => {
+                    let byte = decode_escape(b, i).ok_or("a malformed `%` escape")?;
+                    i += 3;
+                    if byte == b'/' {
+                        return Err("an encoded slash (`%2F`)");
+                    }
+                    byte
+                }
+                other => {
+                    i += 1;
+                    other
+                }
+            };
+            match byte {
+                b'\\' => return Err("a backslash"),
+                0 => return Err("a NUL byte"),
+                _ => decoded.push(byte),
+            }
+        }
+        if matches!(&decoded[start + 1..], b"." | b"..") {
+            return Err("a dot segment (`.` or `..`)");
+        }
+    }
+    if !raw.contains('%') {
+        return Ok(Cow::Borrowed(raw));
+    }
+    String::from_utf8(decoded)
+        .map(Cow::Owned)
+        .map_err(|_| "bytes that are not UTF-8 once decoded")
+}
+
 /// How dot segments are treated in one reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dots {
@@ -314,6 +373,46 @@ mod tests {
         ];
         for (raw, want) in cases {
             assert_eq!(readings(raw), want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn plain_paths_have_one_reading() {
+        for (raw, want) in [
+            ("/", "/"),
+            ("/workspaces/w1", "/workspaces/w1"),
+            ("/workspaces/%77%31", "/workspaces/w1"),
+            ("/a/b.c/..d/.e", "/a/b.c/..d/.e"),
+            ("/a/%C3%A9", "/a/\u{e9}"),
+        ] {
+            assert_eq!(plain(raw).unwrap(), want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn ambiguous_paths_are_not_plain() {
+        for raw in [
+            "",
+            "*",
+            "//workspaces/w1",
+            "/workspaces//w1",
+            "/workspaces/w1/",
+            "/workspaces/w2/files/x/../../../w1",
+            "/workspaces/./w1",
+            "/workspaces/%2e%2E/w1",
+            "/workspaces/%2e",
+            "/workspaces/a%2Fb",
+            "/workspaces/a%2fb",
+            "/workspaces/a\\b",
+            "/workspaces/a%5Cb",
+            "/workspaces/a%00",
+            "/workspaces/%zz",
+            "/workspaces/%4",
+            "/workspaces/X%FF",
+            "/workspaces/X%FE",
+            "/workspaces/%C0",
+        ] {
+            assert!(plain(raw).is_err(), "{raw:?} should not be plain");
         }
     }
 

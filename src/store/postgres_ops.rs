@@ -19,7 +19,7 @@ use super::*;
 
 /// The gate's first (and usually only) statement, exactly as run: the race test executes this
 /// text on two sessions. Binds: `$1` now, `$2` scope, `$3` action, `$4` request_hash, `$5`
-/// actor, `$6` via, `$7` whether to consume (false for `POST /v1/approvals`).
+/// the requester (the actor of its audit rows), `$6` via, `$7` whether to consume (false for `POST /v1/approvals`).
 ///
 /// One round trip does the whole retry path: consume the newest approved approval of this
 /// identity (audited `consumed`), else find the pending one and, if it is live, audit the retry
@@ -34,7 +34,7 @@ pub static GATE_SQL: LazyLock<String> = LazyLock::new(|| {
         "WITH c AS ( \
            UPDATE approvals SET status = 'consumed', consumed_at = $1 \
            WHERE $7 AND id = (SELECT id FROM approvals \
-                       WHERE scope = $2 AND action = $3 AND request_hash = $4 \
+                       WHERE scope = $2 AND action = $3 AND request_hash = $4 AND requester = $5 \
                          AND status = 'approved' AND expires_at > $1 \
                        ORDER BY decided_at DESC, id DESC LIMIT 1 FOR UPDATE SKIP LOCKED) \
              AND status = 'approved' AND consumed_at IS NULL AND expires_at > $1 \
@@ -44,7 +44,7 @@ pub static GATE_SQL: LazyLock<String> = LazyLock::new(|| {
            SELECT id, 'consumed', $5, 'gateway', '{{}}'::jsonb, $1 FROM c), \
          p AS ( \
            SELECT {COLS} FROM approvals \
-           WHERE scope = $2 AND action = $3 AND request_hash = $4 AND status = 'pending' \
+           WHERE scope = $2 AND action = $3 AND request_hash = $4 AND requester = $5 AND status = 'pending' \
              AND NOT EXISTS (SELECT 1 FROM c)), \
          pe AS ( \
            INSERT INTO approval_events (approval_id, event, actor, via, detail, at) \
@@ -60,16 +60,16 @@ static CREATE_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH prev AS ( \
            SELECT a.id FROM (SELECT id, status, decided_at FROM approvals \
-                             WHERE scope = $3 AND action = $2 AND request_hash = $6 \
+                             WHERE scope = $3 AND action = $2 AND request_hash = $6 AND requester = $9 \
                              ORDER BY created_at DESC, id DESC LIMIT 1) a \
            WHERE a.status = 'denied' AND NOT EXISTS ( \
              SELECT 1 FROM approvals b WHERE b.scope = $3 AND b.action = $2 AND b.request_hash = $6 \
-               AND b.consumed_at >= a.decided_at)), \
+               AND b.requester = $9 AND b.consumed_at >= a.decided_at)), \
          i AS ( \
            INSERT INTO approvals (id, status, action, scope, reason, context, request_hash, method, path, \
              requester, requester_actors, caller, approvals_required, created_at, expires_at, previous_id) \
            VALUES ($1, 'pending', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, (SELECT id FROM prev)) \
-           ON CONFLICT (scope, action, request_hash) WHERE status = 'pending' DO NOTHING \
+           ON CONFLICT (scope, action, request_hash, requester) WHERE status = 'pending' DO NOTHING \
            RETURNING {COLS}), \
          e AS ( \
            INSERT INTO approval_events (approval_id, event, actor, via, detail, at) \
@@ -274,7 +274,7 @@ async fn expire_identity(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "WITH e AS (UPDATE approvals SET status = 'expired' \
-                    WHERE scope = $1 AND action = $2 AND request_hash = $3 AND status = 'pending' AND expires_at <= $4 \
+                    WHERE scope = $1 AND action = $2 AND request_hash = $3 AND requester = $6 AND status = 'pending' AND expires_at <= $4 \
                     RETURNING id, expires_at) \
          INSERT INTO approval_events (approval_id, event, actor, via, detail, at) \
          SELECT id, 'expired', $5, 'gateway', jsonb_build_object('from', 'pending', 'expires_at', expires_at), $4 FROM e",
@@ -284,6 +284,7 @@ async fn expire_identity(
     .bind(&new.request_hash)
     .bind(now)
     .bind(common::SYSTEM_ACTOR)
+    .bind(&new.requester)
     .execute(&mut *c)
     .await
     .map(drop)

@@ -106,7 +106,7 @@ pub(super) async fn consume(
     let row = sqlx::query(
         "UPDATE approvals SET status = 'consumed', consumed_at = ?1 \
          WHERE id = (SELECT id FROM approvals WHERE scope = ?2 AND action = ?3 AND request_hash = ?4 \
-                     AND status = 'approved' AND expires_at > ?1 ORDER BY decided_at DESC, id DESC LIMIT 1) \
+                     AND requester = ?5 AND status = 'approved' AND expires_at > ?1 ORDER BY decided_at DESC, id DESC LIMIT 1) \
            AND status = 'approved' AND consumed_at IS NULL AND expires_at > ?1 \
          RETURNING id",
     )
@@ -114,6 +114,7 @@ pub(super) async fn consume(
     .bind(&new.scope)
     .bind(&new.action)
     .bind(&new.request_hash)
+    .bind(&new.requester)
     .fetch_optional(&mut *c)
     .await
     .map_err(classify)?;
@@ -140,12 +141,14 @@ async fn pending_row(
     new: &NewApproval,
 ) -> Result<Option<Row>, StoreError> {
     let sql = format!(
-        "SELECT {COLS} FROM approvals WHERE scope = ?1 AND action = ?2 AND request_hash = ?3 AND status = 'pending'"
+        "SELECT {COLS} FROM approvals WHERE scope = ?1 AND action = ?2 AND request_hash = ?3 AND requester = ?4 \
+           AND status = 'pending'"
     );
     let row = sqlx::query(&sql)
         .bind(&new.scope)
         .bind(&new.action)
         .bind(&new.request_hash)
+        .bind(&new.requester)
         .fetch_optional(&mut *c)
         .await
         .map_err(classify)?;
@@ -158,15 +161,18 @@ async fn previous_denied(
     new: &NewApproval,
 ) -> Result<Option<Uuid>, StoreError> {
     let row = sqlx::query(
-        "SELECT id FROM approvals a WHERE scope = ?1 AND action = ?2 AND request_hash = ?3 AND status = 'denied' \
-           AND a.created_at = (SELECT MAX(created_at) FROM approvals WHERE scope = ?1 AND action = ?2 AND request_hash = ?3) \
+        "SELECT id FROM approvals a WHERE scope = ?1 AND action = ?2 AND request_hash = ?3 AND requester = ?4 \
+           AND status = 'denied' \
+           AND a.created_at = (SELECT MAX(created_at) FROM approvals \
+                               WHERE scope = ?1 AND action = ?2 AND request_hash = ?3 AND requester = ?4) \
            AND NOT EXISTS (SELECT 1 FROM approvals b WHERE b.scope = ?1 AND b.action = ?2 AND b.request_hash = ?3 \
-                           AND b.consumed_at >= a.decided_at) \
+                           AND b.requester = ?4 AND b.consumed_at >= a.decided_at) \
          ORDER BY id DESC LIMIT 1",
     )
     .bind(&new.scope)
     .bind(&new.action)
     .bind(&new.request_hash)
+    .bind(&new.requester)
     .fetch_optional(&mut *c)
     .await
     .map_err(classify)?;
@@ -187,7 +193,7 @@ async fn insert_pending(
         "INSERT INTO approvals (id, status, action, scope, reason, context, request_hash, method, path, requester, \
            requester_actors, caller, approvals_required, created_at, expires_at, previous_id) \
          VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
-         ON CONFLICT (scope, action, request_hash) WHERE status = 'pending' DO NOTHING RETURNING {COLS}"
+         ON CONFLICT (scope, action, request_hash, requester) WHERE status = 'pending' DO NOTHING RETURNING {COLS}"
     );
     let row = sqlx::query(&sql)
         .bind(id_text(ApprovalId::new().0))

@@ -6,8 +6,8 @@ use approval_gateway::store::{ApprovalId, ListFilter, Status, Ttls, Via, Vote, V
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::support::db;
 use crate::support::gateway::{agent, concurrent_deletes, human, start, Backend, Gateway, SECRET};
+use crate::support::{db, raw};
 
 const TTLS: Ttls = Ttls {
     pending: Duration::from_secs(3600),
@@ -166,48 +166,95 @@ async fn postgres_gated_request_is_held_approved_forwarded_once() {
 #[tokio::test]
 async fn ungated_callers_and_other_routes_pass_through() {
     let gw = start("enforce", Backend::Sqlite, "").await;
-    let r = send(&gw, Method::DELETE, "/workspaces/ws-1", None, None).await;
-    assert_eq!(
-        r.status(),
-        StatusCode::OK,
-        "anonymous is the upstream's business"
-    );
     let r = delete(&gw, "/workspaces/ws-1", &human("alice")).await;
     assert_eq!(r.status(), StatusCode::OK, "an approver class is not gated");
     let r = send(&gw, Method::GET, "/workspaces/ws-1", Some(&agent()), None).await;
     assert_eq!(r.status(), StatusCode::OK, "GET is not a destructive route");
-    let r = send(
-        &gw,
-        Method::DELETE,
-        "/workspaces/ws-1",
-        Some("opaque-not-a-jwt"),
-        None,
-    )
-    .await;
-    assert_eq!(
-        r.status(),
-        StatusCode::OK,
-        "an opaque bearer nobody recognises is not gated"
-    );
-    assert_eq!(gw.upstream.wait_for_requests(4).await.len(), 4);
+    let r = send(&gw, Method::GET, "/workspaces/ws-1", None, None).await;
+    assert_eq!(r.status(), StatusCode::OK, "anonymous off the gated routes");
+    assert_eq!(gw.upstream.wait_for_requests(3).await.len(), 3);
     gw.stop().await;
 }
 
+/// `[gate] unknown_callers = "refuse"` (the default): on a gated route, a caller nobody
+/// recognised is 401 and never forwarded; "pass" lets the upstream judge it.
+#[tokio::test]
+async fn unknown_callers_are_refused_on_gated_routes_by_default() {
+    let gw = start("enforce", Backend::Sqlite, "").await;
+    for (bearer, why) in [
+        (None, "no credential"),
+        (Some("opaque-not-a-jwt"), "not recognised"),
+    ] {
+        let r = send(&gw, Method::DELETE, "/workspaces/ws-1", bearer, None).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{bearer:?}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{bearer:?}"
+        );
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["type"], "urn:approval-gateway:unknown-caller");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(why) || detail.contains("credential"),
+            "{detail}"
+        );
+    }
+    let basic = gw
+        .client
+        .delete(gw.url("/workspaces/ws-1"))
+        .header("authorization", "Basic dXNlcjpwYXNz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status(), StatusCode::UNAUTHORIZED, "another scheme");
+    assert!(gw.upstream.wait_for_requests(0).await.is_empty());
+    gw.stop().await;
+
+    let gw = start(
+        "enforce",
+        Backend::Sqlite,
+        "[gate]\nunknown_callers = \"pass\"\n",
+    )
+    .await;
+    let r = send(&gw, Method::DELETE, "/workspaces/ws-1", None, None).await;
+    assert_eq!(r.status(), StatusCode::OK, "pass: the upstream judges it");
+    gw.stop().await;
+
+    let gw = start("shadow", Backend::Sqlite, "").await;
+    let r = send(&gw, Method::DELETE, "/workspaces/ws-1", None, None).await;
+    assert_eq!(r.status(), StatusCode::OK, "shadow: logged, forwarded");
+    assert_eq!(gw.upstream.wait_for_requests(1).await.len(), 1);
+    gw.stop().await;
+}
+
+/// A gated caller's path must have one reading: what the gate decided on is what the upstream
+/// (gin, which does not clean paths) routes. Ambiguous forms are a 400, never forwarded.
 #[tokio::test]
 async fn normalised_paths_are_gated_too() {
     let gw = start("enforce", Backend::Sqlite, "").await;
     let agent = agent();
+    let r = delete(&gw, "/workspaces/%78", &agent).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "an unreserved escape");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["scope"], "x");
     for path in [
         "//workspaces/x",
         "/workspaces/./x",
-        "/workspaces/%78",
         "/workspaces/x/",
+        "/workspaces/y/../x",
+        "/workspaces/a%2Fb",
+        "/workspaces/X%FF",
     ] {
-        let r = delete(&gw, path, &agent).await;
-        assert_eq!(r.status(), StatusCode::ACCEPTED, "{path}");
-        let body: Value = r.json().await.unwrap();
-        assert_eq!(body["scope"], "x", "{path}");
+        let auth = raw::bearer(&agent);
+        let r = raw::send(gw.proxy, "DELETE", path.as_bytes(), &[&auth], b"").await;
+        assert_eq!(r.status, 400, "{path}: {}", r.body);
+        assert!(
+            r.body.contains("urn:approval-gateway:ambiguous-path"),
+            "{path}"
+        );
     }
+    assert!(gw.upstream.wait_for_requests(0).await.is_empty());
     gw.stop().await;
 }
 
@@ -249,7 +296,7 @@ async fn context_isolation_an_approval_never_authorises_another_request() {
         StatusCode::ACCEPTED,
         "KEY_A's approval does not open KEY_B"
     );
-    // The value is not part of the identity: KEY_A with another value is the approved request.
+    // The request is bound whole (`bind = "request"`): another value is another approval.
     let other_value = r#"{"key":"KEY_A","value":"2"}"#;
     let fa = send(
         &gw,
@@ -259,12 +306,23 @@ async fn context_isolation_an_approval_never_authorises_another_request() {
         Some(other_value),
     )
     .await;
+    assert_eq!(fa.status(), StatusCode::ACCEPTED, "the value is bound too");
+    // Key order and white space are not: the same JSON consumes the approval.
+    let reordered = r#"{ "value": "1", "key": "KEY_A" }"#;
+    let fa = send(
+        &gw,
+        Method::PUT,
+        "/workspaces/ws-a/secrets",
+        Some(&agent),
+        Some(reordered),
+    )
+    .await;
     assert_eq!(fa.status(), StatusCode::OK);
     let seen = gw.upstream.wait_for_requests(1).await;
     assert_eq!(seen.len(), 1);
     assert_eq!(
         &seen[0].body[..],
-        other_value.as_bytes(),
+        reordered.as_bytes(),
         "the buffered body is forwarded intact"
     );
     gw.stop().await;

@@ -16,7 +16,7 @@ i AS (
   VALUES (gen_random_uuid(), 'pending', 'delete_workspace', (:run::text || '-' || :client_id || '-' || :n), 'delete workspace',
     jsonb_build_object('workspace_id', (:run::text || '-' || :client_id || '-' || :n)), md5((:run::text || '-' || :client_id || '-' || :n)), 'DELETE', '/workspaces/x', 'bench-agent', '[]',
     'platform-agent', 1, now(), now() + interval '24h', (SELECT id FROM prev))
-  ON CONFLICT (scope, action, request_hash) WHERE status = 'pending' DO NOTHING
+  ON CONFLICT (scope, action, request_hash, requester) WHERE status = 'pending' DO NOTHING
   RETURNING id, status, action, scope, reason, context, request_hash, method, path, requester,
     requester_actors, caller, approvals_required, created_at, expires_at, decided_at, consumed_at,
     upstream_status, upstream_error, previous_id),

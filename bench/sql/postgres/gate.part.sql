@@ -5,7 +5,7 @@ WITH c AS (
   UPDATE approvals SET status = 'consumed', consumed_at = now()
   WHERE true AND id = (SELECT id FROM approvals
               WHERE scope = @ID@ AND action = 'delete_workspace'
-                AND request_hash = md5(@ID@)
+                AND request_hash = md5(@ID@) AND requester = 'bench-agent'
                 AND status = 'approved' AND expires_at > now()
               ORDER BY decided_at DESC, id DESC LIMIT 1 FOR UPDATE SKIP LOCKED)
     AND status = 'approved' AND consumed_at IS NULL AND expires_at > now()
@@ -18,7 +18,7 @@ p AS (
     requester_actors, caller, approvals_required, created_at, expires_at, decided_at, consumed_at,
     upstream_status, upstream_error, previous_id
   FROM approvals WHERE scope = @ID@ AND action = 'delete_workspace'
-    AND request_hash = md5(@ID@) AND status = 'pending'
+    AND request_hash = md5(@ID@) AND requester = 'bench-agent' AND status = 'pending'
     AND NOT EXISTS (SELECT 1 FROM c)),
 pe AS (
   INSERT INTO approval_events (approval_id, event, actor, via, detail, at)

@@ -23,7 +23,7 @@ INSERT INTO approvals (id, status, action, scope, reason, context, request_hash,
 VALUES (lower(hex(randomblob(16))), 'pending', 'delete_workspace', '@RUN@-' || :n,
   'delete workspace', '{"workspace_id":"x"}', 'h-@RUN@-' || :n, 'DELETE', '/workspaces/x',
   'bench-agent', '[]', 'platform-agent', 1, :now, :now + 86400000000, NULL)
-ON CONFLICT (scope, action, request_hash) WHERE status = 'pending' DO NOTHING
+ON CONFLICT (scope, action, request_hash, requester) WHERE status = 'pending' DO NOTHING
 RETURNING id, status, action, scope, reason, context, request_hash, method, path, requester, requester_actors, caller, approvals_required, created_at, expires_at, decided_at, consumed_at, upstream_status, upstream_error, previous_id;
 INSERT INTO approval_events (approval_id, event, actor, via, detail, at)
 VALUES (:aid, 'requested', 'bench-agent', 'gateway',

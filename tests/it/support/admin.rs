@@ -62,6 +62,7 @@ pub fn policy(approvals_required: u32) -> Policy {
             public_admin_url: "http://127.0.0.1:9090".into(),
             approvals_required,
             max_wait: Duration::from_secs(60),
+            unknown_callers: Default::default(),
         },
         routes: RouteTable::new(),
         guards: RouteTable::new(),

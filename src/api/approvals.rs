@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -177,12 +178,12 @@ pub async fn decide(
     State(st): State<AdminState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Approval>, ApiError> {
     let caller = st.authenticate(&headers).await?;
     auth::require_approver(&caller)?;
     let id = parse_id(&id)?;
-    let vote = vote_from(&caller, parse_json(&body)?)?;
+    let vote = vote_from(&caller, parse_json(&body?)?)?;
     let now = Utc::now();
     let current = visible(&caller, st.store.backend().get(id, now).await?)?;
     auth::check_vote(&caller, &current, vote.kind)?;

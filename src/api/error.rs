@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 
+use axum::extract::rejection::BytesRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -35,6 +36,20 @@ pub enum ApiError {
     /// A reload found problems in the new configuration (listed; no secrets in them).
     #[error("invalid configuration")]
     InvalidConfig(String),
+    /// The request body is over the admin listener's limit (axum's default, 2 MiB).
+    #[error("request body too large")]
+    BodyTooLarge,
+}
+
+/// axum's own rejection of a body (text/plain) becomes a problem like every other error.
+impl From<BytesRejection> for ApiError {
+    fn from(e: BytesRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::BodyTooLarge
+        } else {
+            ApiError::bad_request("the request body could not be read")
+        }
+    }
 }
 
 impl ApiError {
@@ -50,6 +65,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::InvalidConfig(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::CredentialSourceUnavailable | ApiError::Store(_) | ApiError::NotReady(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -103,6 +119,11 @@ impl ApiError {
                 "urn:approval-gateway:not-ready",
                 "Service Unavailable",
                 Cow::Borrowed(*why),
+            ),
+            ApiError::BodyTooLarge => (
+                "urn:approval-gateway:body-too-large",
+                "Payload Too Large",
+                "the request body is too large".into(),
             ),
             ApiError::InvalidConfig(errors) => (
                 "urn:approval-gateway:invalid-config",

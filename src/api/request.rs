@@ -8,6 +8,7 @@
 //! `action` becomes a metric label, so it is restricted to a short identifier charset.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -40,7 +41,7 @@ struct RequestBody {
 pub async fn request(
     State(st): State<AdminState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Approval>), ApiError> {
     let caller = st.authenticate(&headers).await?;
     if !caller.is_gated() {
@@ -48,7 +49,7 @@ pub async fn request(
             "only a gated caller may request an approval",
         ));
     }
-    let body: RequestBody = parse_json(&body)?;
+    let body: RequestBody = parse_json(&body?)?;
     let policy = st.policy.load_full();
     let new = new_approval(&caller, body, policy.gate.approvals_required)?;
     let (approval, created) = st

@@ -24,6 +24,7 @@ use super::h1;
 use super::pool::Pool;
 use super::respond::ProxyError;
 use super::timer;
+use super::APPROVAL_ID;
 use crate::metrics::Metrics;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -104,17 +105,22 @@ impl Upstream {
     }
 
     /// Send `req` upstream; returns the response to relay. Records the time to the response
-    /// head and upstream errors in `metrics`.
+    /// head and upstream errors in `metrics`. `approval`: the id of the approval this request
+    /// consumed, sent as `Approval-Id` (a client-sent one is always removed).
     pub async fn forward(
         &self,
         mut req: Request<ProxyBody>,
         down: &Downstream,
         metrics: &Metrics,
+        approval: Option<&HeaderValue>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         if req.method() == Method::CONNECT {
             return Err(ProxyError::BadRequest("CONNECT is not supported".into()));
         }
         let upgrade = prepare_request(&mut req);
+        if let Some(id) = approval {
+            req.headers_mut().insert(APPROVAL_ID.clone(), id.clone());
+        }
         *req.uri_mut() = self.upstream_uri(req.uri())?;
         if upgrade.is_none() && req.body().is_end_stream() {
             // The common case: no body, no upgrade. The hand-written client (`h1.rs`).
@@ -316,7 +322,8 @@ fn classify(e: hyper::Error) -> ProxyError {
     ProxyError::UpstreamProtocol(e)
 }
 
-/// Rewrite the request's headers in place for the upstream: hop-by-hop fields removed, `Host`
+/// Rewrite the request's headers in place for the upstream: hop-by-hop fields and a client-sent
+/// `Approval-Id` removed (only the gateway sets it, on a request that consumed an approval), `Host`
 /// taken from an absolute-form target when the client sent none, HTTP/1.1. Returns the
 /// `Upgrade` value when the client asks for a protocol upgrade (kept on the upstream request).
 /// The `X-Forwarded-*` fields are added by the sender: [`append_forwarded_all`] on the map
@@ -328,7 +335,7 @@ fn prepare_request(req: &mut Request<ProxyBody>) -> Option<HeaderValue> {
     } else {
         None
     };
-    strip_hop_by_hop(headers);
+    strip(headers, true);
     if let Some(proto) = &upgrade {
         headers.insert(header::CONNECTION, UPGRADE_TOKEN);
         headers.insert(header::UPGRADE, proto.clone());
@@ -395,13 +402,25 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 
 /// Remove connection-specific fields in place: the fixed list and every field `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass of cheap name comparisons (standard names compare as enum tags) records which
-    // fixed-list fields are present; most messages carry none or only `Connection`, so this
-    // beats hashing and probing for each of the nine names.
+    strip(headers, false);
+}
+
+/// The bit of `Approval-Id` in [`strip`]'s set: bit 9, after the nine [`HOP_BY_HOP`] bits.
+const APPROVAL_ID_BIT: u16 = 1 << 9;
+
+/// [`strip_hop_by_hop`], and with `approval_id` also `Approval-Id`: the one header-rules place
+/// both send paths (hyper's and `h1.rs`) go through, so a client can never name an approval to
+/// the upstream; the gateway sets that field itself after this, on consumed requests only.
+fn strip(headers: &mut HeaderMap, approval_id: bool) {
+    // One pass of cheap name comparisons (standard names compare as enum tags, a custom name
+    // against a standard one fails on the tag) records which fields are present; most messages
+    // carry none or only `Connection`, so this beats hashing and probing for each name.
     let mut present = 0u16;
     for name in headers.keys() {
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
             present |= 1 << i;
+        } else if approval_id && *name == APPROVAL_ID {
+            present |= APPROVAL_ID_BIT;
         }
     }
     if present == 0 {
@@ -423,6 +442,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         if present & (1 << i) != 0 {
             headers.remove(name);
         }
+    }
+    if present & APPROVAL_ID_BIT != 0 {
+        headers.remove(&APPROVAL_ID);
     }
 }
 

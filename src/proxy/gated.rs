@@ -377,7 +377,7 @@ async fn forward_consumed(
     note: &mut Note,
     action: &str,
     id: ApprovalId,
-    mut parts: request::Parts,
+    parts: request::Parts,
     body: ProxyBody,
     down: &Downstream,
 ) -> Response<ProxyBody> {
@@ -386,8 +386,9 @@ async fn forward_consumed(
     note.approval = Some(id);
     tracing::info!(event = "consumed", approval_id = %id, action, "approval consumed; forwarding");
     let value = id_header(id);
-    parts.headers.insert(APPROVAL_ID.clone(), value.clone());
-    let resp = note.timed(shared.forward_raw(parts, body, down)).await;
+    let resp = note
+        .timed(shared.forward_raw(parts, body, down, Some(&value)))
+        .await;
     let result = match &resp {
         Ok(r) => UpstreamResult::Status(r.status().as_u16()),
         Err(e) => UpstreamResult::Error(e.to_string()),

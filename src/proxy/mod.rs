@@ -188,7 +188,7 @@ impl Shared {
     async fn pass_through(&self, req: Request<Incoming>, down: &Downstream) -> Response<ProxyBody> {
         self.metrics.passthrough.inc();
         let req = req.map(ProxyBody::Incoming);
-        match self.upstream.forward(req, down, &self.metrics).await {
+        match self.upstream.forward(req, down, &self.metrics, None).await {
             Ok(resp) => resp,
             Err(e) => e.into_response(),
         }
@@ -200,19 +200,23 @@ impl Shared {
         body: ProxyBody,
         down: &Downstream,
     ) -> Response<ProxyBody> {
-        self.forward_raw(parts, body, down)
+        self.forward_raw(parts, body, down, None)
             .await
             .unwrap_or_else(ProxyError::into_response)
     }
 
+    /// `approval`: the approval the request consumed (see [`Upstream::forward`]).
     async fn forward_raw(
         &self,
         parts: http::request::Parts,
         body: ProxyBody,
         down: &Downstream,
+        approval: Option<&http::HeaderValue>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let req = Request::from_parts(parts, body);
-        self.upstream.forward(req, down, &self.metrics).await
+        self.upstream
+            .forward(req, down, &self.metrics, approval)
+            .await
     }
 }
 

@@ -9,6 +9,7 @@ mod support;
 mod api;
 mod cli;
 mod gate;
+mod hardening;
 mod proxy;
 mod reload;
 mod replicas;

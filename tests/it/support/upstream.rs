@@ -129,6 +129,11 @@ impl FakeUpstream {
         self.state.connections.load(Ordering::SeqCst)
     }
 
+    /// Requests recorded so far (for asserting that nothing arrived).
+    pub fn received(&self) -> usize {
+        *self.state.count.borrow()
+    }
+
     /// Wait until at least `n` requests were recorded; returns all recorded so far.
     pub async fn wait_for_requests(&self, n: usize) -> Vec<Recorded> {
         let mut rx = self.state.count.subscribe();

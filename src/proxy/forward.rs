@@ -20,7 +20,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
 use super::body::{BodyFault, ProxyBody, UpstreamBody};
-use super::h1;
+use super::h1::{self, Resend};
 use super::pool::Pool;
 use super::respond::ProxyError;
 use super::timer;
@@ -106,7 +106,10 @@ impl Upstream {
 
     /// Send `req` upstream; returns the response to relay. Records the time to the response
     /// head and upstream errors in `metrics`. `approval`: the id of the approval this request
-    /// consumed, sent as `Approval-Id` (a client-sent one is always removed).
+    /// consumed, sent as `Approval-Id` (a client-sent one is always removed). Such a request is
+    /// sent exactly once ([`Resend::Never`]), on a new connection: one the pool kept may have
+    /// been closed by the upstream meanwhile, and it could not be retried. When that one send
+    /// fails after the request went out, its fate is unknown and the caller gets the error.
     pub async fn forward(
         &self,
         mut req: Request<ProxyBody>,
@@ -118,16 +121,22 @@ impl Upstream {
             return Err(ProxyError::BadRequest("CONNECT is not supported".into()));
         }
         let upgrade = prepare_request(&mut req);
-        if let Some(id) = approval {
-            req.headers_mut().insert(APPROVAL_ID.clone(), id.clone());
-        }
+        let resend = match approval {
+            None => Resend::IfUnprocessed,
+            Some(id) => {
+                req.headers_mut().insert(APPROVAL_ID.clone(), id.clone());
+                Resend::Never
+            }
+        };
         *req.uri_mut() = self.upstream_uri(req.uri())?;
         if upgrade.is_none() && req.body().is_end_stream() {
             // The common case: no body, no upgrade. The hand-written client (`h1.rs`).
             let (head, _) = req.into_parts();
             // Its response comes without hop-by-hop fields (dropped as it is parsed).
             return self
-                .timed(metrics, |started| self.send_bodiless(&head, down, started))
+                .timed(metrics, |started| {
+                    self.send_bodiless(&head, down, started, resend)
+                })
                 .await;
         }
         append_forwarded_all(req.headers_mut(), down);
@@ -136,7 +145,7 @@ impl Upstream {
         }
         let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (tx, mut resp) = self
-            .timed(metrics, |started| self.send(req, started))
+            .timed(metrics, |started| self.send(req, started, resend))
             .await?;
 
         strip_hop_by_hop(resp.headers_mut());
@@ -182,16 +191,22 @@ impl Upstream {
 
     /// Send a request without a body with the hand-written client, on an idle pooled
     /// connection, else a new one; retried once on a new connection when `h1` says it may be.
+    /// With [`Resend::Never`]: on a new connection, once.
     async fn send_bodiless(
         &self,
         head: &http::request::Parts,
         down: &Downstream,
         now: Instant,
+        resend: Resend,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let encode = |buf: &mut Vec<u8>| self.encode_head(buf, head, down);
         let home = self.pool.home();
-        if let Some(conn) = self.pool.take_raw(now) {
-            match h1::round_trip(conn, &head.method, encode, true, home).await {
+        let pooled = match resend {
+            Resend::IfUnprocessed => self.pool.take_raw(now),
+            Resend::Never => None,
+        };
+        if let Some(conn) = pooled {
+            match h1::round_trip(conn, &head.method, encode, resend, home).await {
                 Ok(resp) => return Ok(resp),
                 Err(failed) if failed.retry => {
                     tracing::debug!(error = %failed.error, "pooled upstream connection failed; retrying on a new one");
@@ -204,7 +219,7 @@ impl Upstream {
             .connect_raw()
             .await
             .map_err(ProxyError::UpstreamConnect)?;
-        h1::round_trip(conn, &head.method, encode, false, home)
+        h1::round_trip(conn, &head.method, encode, Resend::Never, home)
             .await
             .map_err(|failed| ProxyError::UpstreamResponse(failed.error))
     }
@@ -249,13 +264,19 @@ impl Upstream {
     }
 
     /// Send `req` on an idle pooled connection, else on a new one. A pooled connection the
-    /// upstream closed before the request went out is retried once on a new connection.
+    /// upstream closed before the request went out is retried once on a new connection. With
+    /// [`Resend::Never`]: on a new connection, once.
     async fn send(
         &self,
         req: Request<ProxyBody>,
         now: Instant,
+        resend: Resend,
     ) -> Result<(SendRequest<ProxyBody>, Response<Incoming>), ProxyError> {
-        let idle = match self.pool.take_idle(now) {
+        let pooled = match resend {
+            Resend::IfUnprocessed => self.pool.take_idle(now),
+            Resend::Never => None,
+        };
+        let idle = match pooled {
             Some(tx) if !tx.is_ready() => Some(
                 self.pool
                     .ready_or_connect(tx)

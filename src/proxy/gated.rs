@@ -371,7 +371,9 @@ fn pending(
 }
 
 /// Forward a request that consumed approval `id`: `Approval-Id` upstream and downstream, the
-/// upstream's answer recorded on the approval.
+/// upstream's answer recorded on the approval. One approval, one execution: it is sent at most
+/// once (see [`super::Upstream::forward`]); when that send fails the client gets the error
+/// (502/504) and the approval records whether the upstream may have acted on it.
 async fn forward_consumed(
     shared: &Shared,
     note: &mut Note,
@@ -391,7 +393,7 @@ async fn forward_consumed(
         .await;
     let result = match &resp {
         Ok(r) => UpstreamResult::Status(r.status().as_u16()),
-        Err(e) => UpstreamResult::Error(e.to_string()),
+        Err(e) => UpstreamResult::Error(e.upstream_outcome().into_owned()),
     };
     record_upstream(shared, id, result);
     let mut resp = resp.unwrap_or_else(ProxyError::into_response);

@@ -13,9 +13,10 @@
 //! Invariants:
 //! - a connection is reused only when its response was read exactly to its end, nothing more
 //!   arrived, and neither side asked to close;
-//! - a request is sent again on a new connection only when it cannot have been processed (its
-//!   head could not be written), or it is safe (GET, HEAD, OPTIONS, TRACE) and the reused
-//!   connection closed before any byte of an answer;
+//! - a request is sent again on a new connection only when the caller allows it
+//!   ([`Resend::IfUnprocessed`]: a reused connection, a request that did not consume an
+//!   approval) and it cannot have been processed (its head could not be written), or it is safe
+//!   (GET, HEAD, OPTIONS, TRACE) and the reused connection closed before any byte of an answer;
 //! - response framing follows RFC 9112 §6.3: no body for HEAD, 204 and 304; `Transfer-Encoding`
 //!   wins over `Content-Length`; conflicting lengths are an error, not a guess;
 //! - the response comes back without its connection-specific fields (the fixed hop-by-hop list
@@ -55,6 +56,17 @@ pub enum H1Error {
     Closed,
     #[error("malformed upstream response: {0}")]
     Malformed(&'static str),
+}
+
+/// Whether a request may go out again on a new connection when the one it was sent on fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resend {
+    /// Never: the connection was new (it cannot have been stale), or the request consumed an
+    /// approval, which authorises one execution: a "safe" GET may still mint a token, so a
+    /// second copy is never sent whatever the method.
+    Never,
+    /// When it cannot have been processed (the rules in this module's invariants).
+    IfUnprocessed,
 }
 
 /// A failed round trip, and whether a new connection may carry the request again.
@@ -123,21 +135,23 @@ impl Conn {
 
 /// Send a request without a body on `conn` and read the response head. `encode` writes the
 /// whole request head (see [`request_line`] and [`field`]; the caller decides the fields).
-/// `reused` says whether `conn` came from the pool (only then is a retry offered).
+/// `resend` says whether a retry may be offered at all ([`Resend::IfUnprocessed`] only for a
+/// connection that came from the pool).
 pub async fn round_trip(
     mut conn: Conn,
     method: &Method,
     encode: impl FnOnce(&mut Vec<u8>),
-    reused: bool,
+    resend: Resend,
     home: Home,
 ) -> Result<Response<ProxyBody>, Failed> {
+    let may_resend = resend == Resend::IfUnprocessed;
     conn.wbuf.clear();
     encode(&mut conn.wbuf);
     if let Err(e) = conn.write_head().await {
         // Nothing the upstream could act on went out whole: safe to send again.
         return Err(Failed {
             error: e.into(),
-            retry: reused,
+            retry: may_resend,
         });
     }
     let safe = matches!(
@@ -168,7 +182,7 @@ pub async fn round_trip(
         // A reused connection the upstream had closed: it cannot have answered this request.
         return Err(Failed {
             error,
-            retry: reused && safe && !answered,
+            retry: may_resend && safe && !answered,
         });
     };
     Ok(head.into_response(conn, home))

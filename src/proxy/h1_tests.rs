@@ -72,7 +72,7 @@ async fn get(pool: &Pool, method: Method) -> Result<Response<ProxyBody>, Failed>
         conn,
         &method,
         head(&method, "/x", &none),
-        false,
+        Resend::Never,
         pool.home(),
     )
     .await
@@ -308,22 +308,40 @@ async fn a_reused_connection_closed_before_answering_may_be_retried_only_when_sa
     let none = HeaderMap::new();
     for (method, retry) in [(Method::GET, true), (Method::DELETE, false)] {
         let conn = pool.connect_raw().await.unwrap();
-        let failed = round_trip(conn, &method, head(&method, "/", &none), true, pool.home())
-            .await
-            .unwrap_err();
+        let failed = round_trip(
+            conn,
+            &method,
+            head(&method, "/", &none),
+            Resend::IfUnprocessed,
+            pool.home(),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(failed.retry, retry, "{method}");
         // An interim answer counts as an answer: not retried.
         let early = scripted(vec![b"HTTP/1.1 103 Early Hints\r\n\r\n"], true).await;
         let conn = early.connect_raw().await.unwrap();
-        let failed = round_trip(conn, &method, head(&method, "/", &none), true, early.home())
-            .await
-            .unwrap_err();
+        let failed = round_trip(
+            conn,
+            &method,
+            head(&method, "/", &none),
+            Resend::IfUnprocessed,
+            early.home(),
+        )
+        .await
+        .unwrap_err();
         assert!(!failed.retry, "{method} after a 1xx");
-        // A new connection is never retried.
+        // A new connection, or a request that consumed an approval, is never retried.
         let conn = pool.connect_raw().await.unwrap();
-        let failed = round_trip(conn, &method, head(&method, "/", &none), false, pool.home())
-            .await
-            .unwrap_err();
+        let failed = round_trip(
+            conn,
+            &method,
+            head(&method, "/", &none),
+            Resend::Never,
+            pool.home(),
+        )
+        .await
+        .unwrap_err();
         assert!(!failed.retry);
     }
 }
@@ -350,7 +368,7 @@ async fn the_head_encode_writes_reaches_the_upstream_byte_for_byte() {
         conn,
         &Method::DELETE,
         head(&Method::DELETE, "/a/%2F?q", &headers),
-        false,
+        Resend::Never,
         pool.home(),
     )
     .await

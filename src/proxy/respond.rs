@@ -144,6 +144,34 @@ impl ProxyError {
         }
     }
 
+    /// What the approval a request consumed records when that request got no upstream answer.
+    /// It is never sent again, so the text says plainly whether the upstream may have acted on
+    /// it (the request may have been written before the failure).
+    pub fn upstream_outcome(&self) -> Cow<'static, str> {
+        const CLOSED: &str =
+            "connection closed before a response; the request may have been executed";
+        match self {
+            Self::UpstreamConnect(_) => {
+                Cow::Borrowed("upstream unreachable; the request was not sent")
+            }
+            Self::UpstreamTimeout => Cow::Borrowed(
+                "no response within the request timeout; the request may have been executed",
+            ),
+            Self::UpstreamResponse(super::h1::H1Error::Malformed(why)) => Cow::Owned(format!(
+                "invalid upstream response ({why}); the request may have been executed"
+            )),
+            Self::UpstreamResponse(_) => Cow::Borrowed(CLOSED),
+            Self::UpstreamProtocol(e) if e.is_parse() => {
+                Cow::Borrowed("invalid upstream response; the request may have been executed")
+            }
+            Self::UpstreamProtocol(_) => Cow::Borrowed(CLOSED),
+            Self::ClientAborted => Cow::Borrowed(
+                "the client stopped sending the request body; the request may have been executed",
+            ),
+            other => Cow::Owned(other.to_string()),
+        }
+    }
+
     /// The problem the client sees. Details are fixed texts or ones written for the client.
     pub fn problem(&self) -> Problem {
         use StatusCode as S;

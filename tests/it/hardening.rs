@@ -1,10 +1,131 @@
 //! The gateway's own boundaries end to end: which headers only it may set, what reaches the
 //! upstream (asserted on what the recording upstream received), and how the admin API refuses.
 
+use std::time::Duration;
+
+use approval_gateway::store::{Approval, ApprovalId, DecideOutcome, Ttls, Via, Vote, VoteKind};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::support::gateway::{agent, start, Backend};
+use crate::support::gateway::{agent, start, start_on_this_runtime, Backend, Gateway};
+use crate::support::upstream::Reply;
+
+/// A gated GET with a side effect (Molecule's token minting is one).
+const MINT: &str = r#"
+[[routes]]
+action = "mint_token"
+method = "GET"
+path = "/workspaces/{id}/tokens"
+scope = "{path.id}"
+reason = "mint a token for {path.id}"
+context = { workspace_id = "{path.id}" }
+"#;
+
+/// Ask with `req` (a 202), approve as `alice`; returns the approval id.
+async fn approved(gw: &Gateway, req: reqwest::RequestBuilder) -> ApprovalId {
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let body: Value = resp.json().await.unwrap();
+    let id = ApprovalId::parse(body["approval_id"].as_str().unwrap()).unwrap();
+    let vote = Vote {
+        approver: "alice".into(),
+        kind: VoteKind::Approve,
+        comment: None,
+        via: Via::Cli,
+    };
+    let hour = Duration::from_secs(3600);
+    let ttls = Ttls {
+        pending: hour,
+        approved: hour,
+    };
+    let out = gw
+        .store
+        .backend()
+        .decide(id, &vote, ttls, chrono::Utc::now());
+    assert!(matches!(out.await.unwrap(), DecideOutcome::Recorded(_)));
+    id
+}
+
+/// The approval once the upstream's answer (or error) is recorded on it (off the response path).
+async fn with_upstream_result(gw: &Gateway, id: ApprovalId) -> Approval {
+    for _ in 0..500 {
+        let a = gw
+            .store
+            .backend()
+            .get(id, chrono::Utc::now())
+            .await
+            .unwrap();
+        let a = a.expect("the approval exists");
+        if a.upstream_status.is_some() || a.upstream_error.is_some() {
+            return a;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no upstream result was recorded on {id}");
+}
+
+// ---- one approval, one execution ---------------------------------------------------------------
+
+#[tokio::test]
+async fn a_consumed_get_is_sent_once_even_when_its_connection_drops() {
+    // On this runtime: one upstream pool, so the warm-up's connection is the one reused.
+    let gw = start_on_this_runtime("enforce", Backend::Sqlite, MINT).await;
+    let agent = agent();
+    // A pass-through GET leaves a kept-alive upstream connection in the pool.
+    let warm = gw.client.get(gw.url("/workspaces/ws-1")).send().await;
+    assert_eq!(warm.unwrap().status(), StatusCode::OK);
+    let tokens = gw.url("/workspaces/ws-1/tokens");
+    let id = approved(&gw, gw.client.get(&tokens).bearer_auth(&agent)).await;
+
+    // The upstream takes the request and dies before answering: GET is "safe", but this one
+    // consumed an approval, so it must not be sent again on another connection.
+    gw.upstream.set_reply(Reply::Drop);
+    let resp = gw
+        .client
+        .get(&tokens)
+        .bearer_auth(&agent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(resp.headers()["approval-id"], id.to_string().as_str());
+    // The warm-up and the consumed GET, once. (A resend happens before the 502 is answered.)
+    assert_eq!(gw.upstream.received(), 2);
+    let seen = gw.upstream.wait_for_requests(2).await;
+    assert_eq!(seen[1].path_and_query, "/workspaces/ws-1/tokens");
+    assert_eq!(seen[1].headers["approval-id"], id.to_string().as_str());
+
+    let a = with_upstream_result(&gw, id).await;
+    let error = a.upstream_error.expect("an upstream error");
+    assert!(error.contains("may have been executed"), "{error}");
+    assert_eq!(a.upstream_status, None);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_consumed_request_with_a_body_is_sent_once_and_its_unknown_fate_recorded() {
+    let gw = start_on_this_runtime("enforce", Backend::Sqlite, "").await;
+    let agent = agent();
+    let secrets = gw.url("/workspaces/ws-1/secrets");
+    let ask = || {
+        gw.client
+            .post(&secrets)
+            .bearer_auth(&agent)
+            .header("content-type", "application/json")
+            .body(r#"{"key":"K","value":"v"}"#)
+    };
+    let id = approved(&gw, ask()).await;
+    gw.upstream.set_reply(Reply::Drop);
+    let resp = ask().send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(gw.upstream.received(), 1);
+    let error = with_upstream_result(&gw, id).await.upstream_error;
+    let error = error.expect("an upstream error");
+    assert!(error.contains("may have been executed"), "{error}");
+    gw.stop().await;
+}
+
+// ---- headers and bodies ------------------------------------------------------------------------
 
 /// A 4xx/5xx answer is a problem body of `type` `kind`.
 async fn assert_problem(resp: reqwest::Response, status: StatusCode, kind: &str) {

@@ -46,6 +46,8 @@ pub enum Reply {
     Stream { size: usize, count: usize },
     /// Waits for `release`, then answers 200 `held`.
     Hold,
+    /// Records the request, then closes the connection without answering (a crash mid-request).
+    Drop,
 }
 
 struct State {
@@ -150,7 +152,11 @@ impl FakeUpstream {
     }
 }
 
-async fn answer(st: Arc<State>, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+/// An `Err` makes hyper close the connection without writing a response ([`Reply::Drop`]).
+async fn answer(
+    st: Arc<State>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, std::io::Error> {
     let websocket = req
         .headers()
         .get("upgrade")
@@ -193,6 +199,9 @@ async fn answer(st: Arc<State>, mut req: Request<Incoming>) -> Result<Response<B
                     .append(HeaderName::from_static(k), HeaderValue::from_static(v));
             }
             resp
+        }
+        Reply::Drop => {
+            return Err(std::io::Error::other("told to drop the connection"));
         }
         Reply::Hold => {
             let _ = released.wait_for(|r| *r).await;

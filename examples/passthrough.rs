@@ -17,6 +17,7 @@ fn main() {
     let url = args.next().expect("upstream url");
     let threads: usize = args.next().map_or(2, |t| t.parse().unwrap());
     let cfg = approval_gateway::config::Upstream {
+        trusted_proxies: Vec::new(),
         url: url.parse().unwrap(),
         connect_timeout: Duration::from_secs(2),
         request_timeout: Duration::from_secs(30),

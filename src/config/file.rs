@@ -159,6 +159,7 @@ impl<'a> Section<'a> {
 pub(crate) struct RawListen {
     pub proxy: Option<String>,
     pub admin: Option<String>,
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// `[upstream]`.
@@ -210,10 +211,11 @@ pub(crate) fn read(root: &Section<'_>, errs: &mut Errors) -> RawConfig {
     root.deny_unknown(TOP_LEVEL, errs);
     let mut raw = RawConfig::default();
     if let Some(s) = root.table("listen", errs) {
-        s.deny_unknown(&["proxy", "admin"], errs);
+        s.deny_unknown(&["proxy", "admin", "trusted_proxies"], errs);
         raw.listen = RawListen {
             proxy: s.string("proxy", errs),
             admin: s.string("admin", errs),
+            trusted_proxies: s.strings("trusted_proxies", errs),
         };
     }
     if let Some(s) = root.table("upstream", errs) {

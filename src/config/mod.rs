@@ -59,6 +59,10 @@ pub struct Upstream {
     pub url: http::Uri,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// `[listen] trusted_proxies`: front proxies whose `X-Forwarded-Proto` is kept; from any
+    /// other peer it is replaced by how the gateway was reached (`http`). Kept here because
+    /// the upstream client writes the forwarded fields.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -55,7 +55,8 @@ pub fn parse(text: &str, env: Env<'_>) -> Result<Config, ConfigErrors> {
         }
     };
     let listen = listen(&raw.listen, env, &mut errs);
-    let upstream = upstream(&raw.upstream, env, &mut errs);
+    let mut upstream = upstream(&raw.upstream, env, &mut errs);
+    upstream.trusted_proxies = trusted_proxies(&raw.listen, &mut errs);
     let store = store(raw.store_url, env, &mut errs);
     let gate = gate(&raw.gate, env, mode, &mut errs);
     let routes = routes::compile_routes(&root, &mut errs);
@@ -128,6 +129,25 @@ fn listen(raw: &RawListen, env: Env<'_>, errs: &mut Errors) -> Listen {
     }
 }
 
+/// `[listen] trusted_proxies`: CIDRs (`10.0.0.0/8`) or single addresses.
+fn trusted_proxies(raw: &RawListen, errs: &mut Errors) -> Vec<ipnet::IpNet> {
+    let mut out = Vec::new();
+    for (i, s) in raw.trusted_proxies.iter().flatten().enumerate() {
+        let s = s.trim();
+        let net = s
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match net {
+            Ok(net) => out.push(net),
+            Err(_) => errs.push(
+                format!("listen.trusted_proxies[{i}]"),
+                format!("{s:?} is not an IP address or CIDR like \"10.0.0.0/8\""),
+            ),
+        }
+    }
+    out
+}
+
 /// A duration string (`"500ms"`, `"30s"`, `"10m"`, `"24h"`); `nonzero` rejects `"0s"`.
 pub(crate) fn duration(
     value: Option<&str>,
@@ -162,6 +182,7 @@ fn upstream(raw: &RawUpstream, env: Env<'_>, errs: &mut Errors) -> Upstream {
     });
     Upstream {
         url,
+        trusted_proxies: Vec::new(),
         connect_timeout: duration(
             raw.connect_timeout.as_deref(),
             "upstream.connect_timeout",

@@ -79,6 +79,8 @@ pub struct Upstream {
     /// Base path prefix without a trailing `/`; empty for none.
     prefix: Bytes,
     request_timeout: Duration,
+    /// Peers whose `X-Forwarded-Proto` is kept (`[listen] trusted_proxies`).
+    trusted_proxies: std::sync::Arc<[ipnet::IpNet]>,
 }
 
 impl Upstream {
@@ -101,7 +103,33 @@ impl Upstream {
             host,
             prefix: Bytes::copy_from_slice(prefix.as_bytes()),
             request_timeout: cfg.request_timeout,
+            trusted_proxies: cfg.trusted_proxies.clone().into(),
         })
+    }
+
+    /// The `X-Forwarded-Proto` to send: how the gateway was reached (`http`; it does not
+    /// terminate TLS), or, from a trusted front proxy, the one value it sent if that is `http`
+    /// or `https`. Replaced rather than appended: the workspace-server builds its external URLs
+    /// from this field, and `"https, http"` breaks them.
+    fn forwarded_proto(&self, headers: &HeaderMap, down: &Downstream) -> HeaderValue {
+        if self.trusted_proxies.is_empty()
+            || !self
+                .trusted_proxies
+                .iter()
+                .any(|net| net.contains(&down.addr.ip().to_canonical()))
+        {
+            return HTTP;
+        }
+        let mut sent = headers.get_all(&X_FORWARDED_PROTO).iter();
+        match (sent.next(), sent.next()) {
+            (Some(v), None)
+                if v.as_bytes().eq_ignore_ascii_case(b"https")
+                    || v.as_bytes().eq_ignore_ascii_case(b"http") =>
+            {
+                v.clone()
+            }
+            _ => HTTP,
+        }
     }
 
     /// Send `req` upstream; returns the response to relay. Records the time to the response
@@ -139,7 +167,8 @@ impl Upstream {
                 })
                 .await;
         }
-        append_forwarded_all(req.headers_mut(), down);
+        let proto = self.forwarded_proto(req.headers(), down);
+        append_forwarded_all(req.headers_mut(), down, proto);
         if !req.headers().contains_key(header::HOST) {
             req.headers_mut().insert(header::HOST, self.host.clone());
         }
@@ -249,14 +278,16 @@ impl Upstream {
         if host.is_none() {
             h1::field(buf, &header::HOST, self.host.as_bytes());
         }
+        let proto = self.forwarded_proto(&head.headers, down);
         let ours = [
             Some(down.ip.as_bytes()),
-            Some(&b"http"[..]),
+            Some(proto.as_bytes()),
             host.map(HeaderValue::as_bytes),
         ];
         for (i, (name, ours)) in FORWARDED.into_iter().zip(ours).enumerate() {
             if let Some(ours) = ours {
-                let present = forwarded & (1 << i) != 0;
+                // `X-Forwarded-Proto` (index 1) is replaced, never joined.
+                let present = i != 1 && forwarded & (1 << i) != 0;
                 write_forwarded(buf, &head.headers, name, present, ours);
             }
         }
@@ -376,10 +407,11 @@ fn prepare_request(req: &mut Request<ProxyBody>) -> Option<HeaderValue> {
     upgrade
 }
 
-/// Append this hop to `X-Forwarded-For`, `-Proto` and (when the client named a host) `-Host`.
-fn append_forwarded_all(headers: &mut HeaderMap, down: &Downstream) {
+/// Append this hop to `X-Forwarded-For` and (when the client named a host) `-Host`; set
+/// `X-Forwarded-Proto` to `proto` ([`Upstream::forwarded_proto`]), replacing the client's.
+fn append_forwarded_all(headers: &mut HeaderMap, down: &Downstream, proto: HeaderValue) {
     append_forwarded(headers, X_FORWARDED_FOR, &down.ip);
-    append_forwarded(headers, X_FORWARDED_PROTO, &HTTP);
+    headers.insert(X_FORWARDED_PROTO, proto);
     if let Some(host) = headers.get(header::HOST).cloned() {
         append_forwarded(headers, X_FORWARDED_HOST, &host);
     }
@@ -602,8 +634,46 @@ mod tests {
             url: url.parse().unwrap(),
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
+            trusted_proxies: Vec::new(),
         };
         Upstream::new(&cfg).unwrap()
+    }
+
+    /// `X-Forwarded-Proto` is how the gateway was reached, unless a trusted front proxy sent
+    /// exactly one `http`/`https`.
+    #[test]
+    fn forwarded_proto_is_replaced_unless_a_trusted_proxy_sent_it() {
+        let mut up = upstream("http://10.0.0.1:8081");
+        let from = |ip: &str| Downstream::new(format!("{ip}:5555").parse().unwrap());
+        let sent = |values: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(X_FORWARDED_PROTO, HeaderValue::from_static(v));
+            }
+            h
+        };
+        assert_eq!(
+            up.forwarded_proto(&sent(&["https"]), &from("192.0.2.7")),
+            "http"
+        );
+        up.trusted_proxies = vec!["192.0.2.0/24".parse().unwrap()].into();
+        assert_eq!(
+            up.forwarded_proto(&sent(&["https"]), &from("192.0.2.7")),
+            "https"
+        );
+        assert_eq!(
+            up.forwarded_proto(&sent(&["https"]), &from("198.51.100.1")),
+            "http"
+        );
+        assert_eq!(
+            up.forwarded_proto(&sent(&["https", "http"]), &from("192.0.2.7")),
+            "http"
+        );
+        assert_eq!(
+            up.forwarded_proto(&sent(&["gopher"]), &from("192.0.2.7")),
+            "http"
+        );
+        assert_eq!(up.forwarded_proto(&sent(&[]), &from("192.0.2.7")), "http");
     }
 
     #[test]
@@ -659,6 +729,7 @@ mod tests {
             url: "/only/path".parse().unwrap(),
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
+            trusted_proxies: Vec::new(),
         })
         .is_err());
     }

@@ -41,6 +41,10 @@ const MOLECULE_ENV: &[(&str, &str)] = &[
         "postgres://postgres@127.0.0.1:5432/molecule",
     ),
     ("ADMIN_TOKEN", "admin-secret"),
+    (
+        "MOLECULE_CP_TENANT_MEMBER_URL",
+        "http://127.0.0.1:9/cp/auth/tenant-member?slug=acme",
+    ),
 ];
 
 #[test]
@@ -52,11 +56,20 @@ fn shipped_molecule_config_loads_outside_a_runtime() {
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(c.store.url.starts_with("postgres://"));
     assert!(c.policy.routes.len() >= 40);
-    assert_eq!(c.policy.callers.sources.len(), 2);
-    assert!(matches!(
-        c.policy.callers.sources[0].kind,
-        TokenSourceKind::Sql { .. }
-    ));
+    // Every credential Molecule accepts has a source: org tokens, workspace tokens,
+    // ADMIN_TOKEN and the canvas's cookie session.
+    let kinds: Vec<&str> = c
+        .policy
+        .callers
+        .sources
+        .iter()
+        .map(|s| match s.kind {
+            TokenSourceKind::Sql { .. } => "sql",
+            TokenSourceKind::Env { .. } => "env",
+            TokenSourceKind::Http(_) => "http",
+        })
+        .collect();
+    assert_eq!(kinds, ["sql", "sql", "env", "http"]);
 }
 
 #[tokio::test]
@@ -66,7 +79,7 @@ async fn shipped_molecule_config_loads_inside_a_runtime_without_connecting() {
         &env_of(MOLECULE_ENV),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let TokenSourceKind::Env { token, claims } = &c.policy.callers.sources[1].kind else {
+    let TokenSourceKind::Env { token, claims } = &c.policy.callers.sources[2].kind else {
         panic!("env source")
     };
     assert_eq!(token, b"admin-secret");

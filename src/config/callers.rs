@@ -30,6 +30,74 @@ pub(crate) fn compile(root: &Section<'_>, env: Env<'_>, mode: Mode, errs: &mut E
     }
 }
 
+/// With the gate on (shadow or enforce) and routes configured, some credential must be able to
+/// become a gated caller, or every gated route silently passes: a gate with no gated class, a
+/// gated class no configured source can produce (its claims come from nowhere), and so routes
+/// no gated class can reach, are configuration errors.
+///
+/// What a source can produce: the JWT rules and an `http` source, any claims; an `env` source,
+/// exactly its static claims; a `sql` source, the claims its query names (a claim name the
+/// query text does not contain cannot be one of its columns).
+pub(crate) fn check_gated_reachable(callers: &Callers, errs: &mut Errors) {
+    let gated: Vec<(usize, &CallerClass)> = callers
+        .classes
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.gated)
+        .map(|(i, c)| (i, &**c))
+        .collect();
+    if gated.is_empty() {
+        errs.push(
+            "callers",
+            "no caller class is `gated = true`: with the gate on, no request would ever need \
+             an approval (set MOLECULE_PLATFORM_APPROVAL_GATE off, or mark the agents' class gated)",
+        );
+        return;
+    }
+    let mut reachable = false;
+    for (i, class) in gated {
+        if callers.jwt.is_some() || callers.sources.iter().any(|s| produces(s, &class.when)) {
+            reachable = true;
+        } else {
+            errs.push(
+                format!("callers[{i}].when"),
+                format!(
+                    "no configured credential source can produce the claims of gated class {:?}: \
+                     configure [jwt] or a [[token_sources]] entry that yields them",
+                    &*class.name
+                ),
+            );
+        }
+    }
+    if !reachable {
+        errs.push(
+            "routes",
+            "no gated caller class can be reached by any credential, so every route would pass ungated",
+        );
+    }
+}
+
+/// Whether `source` can yield claims for which `when` holds (see [`check_gated_reachable`]).
+fn produces(source: &crate::caller::TokenSource, when: &When) -> bool {
+    use crate::caller::TokenSourceKind as K;
+    match &source.kind {
+        K::Env { claims, .. } => when.holds(claims),
+        K::Http(_) => true,
+        K::Sql { query, .. } => names_only(when, &query.to_ascii_lowercase()),
+    }
+}
+
+/// Whether every claim `when` needs could be a column of `query` (already lower-cased).
+fn names_only(when: &When, query: &str) -> bool {
+    match when {
+        When::Present { claim } | When::Equals { claim, .. } | When::OneOf { claim, .. } => {
+            query.contains(&claim.to_ascii_lowercase())
+        }
+        When::All(rules) => rules.iter().all(|r| names_only(r, query)),
+        When::Any(rules) => rules.iter().any(|r| names_only(r, query)),
+    }
+}
+
 fn classes(root: &Section<'_>, errs: &mut Errors) -> Vec<Arc<CallerClass>> {
     let mut out = Vec::new();
     let mut names = HashSet::new();

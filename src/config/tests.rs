@@ -146,6 +146,15 @@ fn every_validation_error_kind_names_its_table_and_key() {
         ("[[token_sources]]\nname = \"t\"\nkind = \"sql\"\nurl = \"mysql://h/db\"\nquery = \"$1\"".into(), "token_sources[0].url", "postgres:"),
         ("[[token_sources]]\nname = \"t\"\nkind = \"sql\"\nquery = \"$1\"".into(), "token_sources[0].url", "required"),
         ("[[token_sources]]\nname = \"t\"\nkind = \"sql\"\nurl = \"postgres://h/db\"\nurl_env = \"U\"\nquery = \"$1\"".into(), "token_sources[0].url_env", "not both"),
+        ("[[token_sources]]\nname = \"t\"\nkind = \"http\"\nurl = \"http://cp/check\"".into(), "token_sources[0].forward_headers", "required"),
+        ("[[token_sources]]\nname = \"t\"\nkind = \"http\"\nurl = \"ftp://cp\"\nforward_headers = [\"Cookie\"]".into(), "token_sources[0].url", "http://"),
+        ("[[token_sources]]\nname = \"t\"\nkind = \"http\"\nurl = \"http://cp\"\nforward_headers = [\"Cookie\"]\ncache_ttl = \"0s\"".into(), "token_sources[0].cache_ttl", "greater than zero"),
+        ("[[token_sources]]\nname = \"t\"\nkind = \"env\"\nenv = \"T\"\nforward_headers = [\"Cookie\"]".into(), "token_sources[0].forward_headers", "only allowed"),
+        (route("method = \"GET\"\nbind = \"everything\""), "routes[0].bind", "context"),
+        (route("method = \"GET\"\ncontext = { request = \"x\" }"), "routes[0].context.request", "reserved"),
+        (route("method = \"GET\"\nunknown_callers = \"maybe\""), "routes[0].unknown_callers", "refuse"),
+        ("[gate]\nunknown_callers = \"allow\"".into(), "gate.unknown_callers", "pass"),
+        ("[listen]\ntrusted_proxies = [\"10.0.0.0/33\"]".into(), "listen.trusted_proxies[0]", "CIDR"),
     ];
     for (text, at, needle) in cases {
         let e = errors(&text, &[]);
@@ -156,6 +165,44 @@ fn every_validation_error_kind_names_its_table_and_key() {
             "{:?} lacks {needle:?} for:\n{text}",
             e[0].message
         );
+    }
+}
+
+/// With the gate on, a configuration under which no request could ever need an approval is
+/// an error (it used to pass every gated request ungated).
+#[test]
+fn a_gate_no_caller_can_reach_is_an_error() {
+    let route = "[[routes]]\naction = \"a\"\nmethod = \"DELETE\"\npath = \"/w/{id}\"\nscope = \"{path.id}\"\n";
+    let gated = "[[callers]]\nname = \"agent\"\nwhen = { claim = \"org_token_id\", present = true }\ngated = true\n";
+    let on = [("MOLECULE_PLATFORM_APPROVAL_GATE", "enforce"), ("T", "tok")];
+    let problems = |text: &str, env: &[(&str, &str)]| -> Vec<String> {
+        match parse(text, &env_of(env)) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.into_iter().map(|e| e.at).collect(),
+        }
+    };
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (route.to_owned(), vec!["callers"]),
+        (format!("{route}{gated}"), vec!["callers[0].when", "routes"]),
+        (
+            format!("{route}{gated}[[token_sources]]\nname = \"t\"\nkind = \"env\"\nenv = \"T\"\nclaims = {{ other = 1 }}\n"),
+            vec!["callers[0].when", "routes"],
+        ),
+        (
+            format!("{route}{gated}[[token_sources]]\nname = \"t\"\nkind = \"sql\"\nurl = \"postgres://h/db\"\nquery = \"SELECT id AS other FROM t WHERE h = $1\"\n"),
+            vec!["callers[0].when", "routes"],
+        ),
+    ];
+    for (text, want) in cases {
+        assert_eq!(problems(&text, &on), want, "for:\n{text}");
+        assert!(problems(&text, &[]).is_empty(), "gate off: fine\n{text}");
+    }
+    for ok in [
+        format!("{route}{gated}[[token_sources]]\nname = \"t\"\nkind = \"env\"\nenv = \"T\"\nclaims = {{ org_token_id = \"x\" }}\n"),
+        format!("{route}{gated}[[token_sources]]\nname = \"t\"\nkind = \"sql\"\nurl = \"postgres://h/db\"\nquery = \"SELECT id AS org_token_id FROM t WHERE h = $1\"\n"),
+        format!("{route}{gated}[[token_sources]]\nname = \"t\"\nkind = \"http\"\nurl = \"http://cp/x?slug=a\"\nforward_headers = [\"Cookie\"]\n"),
+    ] {
+        assert_eq!(problems(&ok, &on), Vec::<String>::new(), "for:\n{ok}");
     }
 }
 

@@ -62,6 +62,11 @@ pub fn parse(text: &str, env: Env<'_>) -> Result<Config, ConfigErrors> {
     let routes = routes::compile_routes(&root, &mut errs);
     let guards = routes::compile_guards(&root, &mut errs);
     let callers = callers::compile(&root, env, mode, &mut errs);
+    // A property of the whole file: judged once every table compiled cleanly (a class or a
+    // source that failed to compile would make it report a consequence, not the cause).
+    if errs.0.is_empty() && mode != Mode::Off && !routes.is_empty() {
+        callers::check_gated_reachable(&callers, &mut errs);
+    }
     if !errs.0.is_empty() {
         return Err(ConfigErrors(errs.0));
     }

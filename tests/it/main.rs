@@ -7,6 +7,7 @@
 mod support;
 
 mod api;
+mod bypass;
 mod cli;
 mod gate;
 mod hardening;

@@ -90,16 +90,32 @@ pub fn store_url(backend: &Backend) -> String {
 
 /// Start a gateway with `mode` as the flag value, `extra` TOML appended (e.g. `[gate]`).
 pub async fn start(mode: &str, backend: Backend, extra: &str) -> Gateway {
-    start_with(mode, backend, extra, false).await
+    start_with(mode, backend, extra, false, &[]).await
+}
+
+/// Like [`start`], with more environment variables for the config (e.g. a token source's).
+pub async fn start_with_env(
+    mode: &str,
+    backend: Backend,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> Gateway {
+    start_with(mode, backend, extra, false, env).await
 }
 
 /// Like [`start`], with the data plane on the test's own runtime instead of its own shard
 /// threads (for tests that capture thread-local tracing output).
 pub async fn start_on_this_runtime(mode: &str, backend: Backend, extra: &str) -> Gateway {
-    start_with(mode, backend, extra, true).await
+    start_with(mode, backend, extra, true, &[]).await
 }
 
-async fn start_with(mode: &str, backend: Backend, extra: &str, inline: bool) -> Gateway {
+async fn start_with(
+    mode: &str,
+    backend: Backend,
+    extra: &str,
+    inline: bool,
+    more_env: &[(&str, &str)],
+) -> Gateway {
     let upstream = FakeUpstream::start().await;
     let text = format!(
         "[listen]\nproxy = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
@@ -111,10 +127,17 @@ async fn start_with(mode: &str, backend: Backend, extra: &str, inline: bool) -> 
         store_url(&backend),
     );
     let mode = mode.to_owned();
+    let more_env: Vec<(String, String)> = more_env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
     let env = move |k: &str| match k {
         "TEST_JWT_SECRET" => Some(SECRET.to_owned()),
         "MOLECULE_PLATFORM_APPROVAL_GATE" => Some(mode.clone()),
-        _ => None,
+        _ => more_env
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone()),
     };
     let config = config::parse(&text, &env).unwrap_or_else(|e| panic!("test config: {e}"));
     let mut app = App::build(config).await.expect("gateway builds");

@@ -1,0 +1,257 @@
+//! The hostile corpus: each test is a way around the gate that a review found or tried, and
+//! each asserts on what the recording upstream received, not only on the gateway's answer.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::gateway::{agent, start, start_with_env, token, Backend, Gateway};
+use crate::support::raw;
+
+async fn approve_via_store(gw: &Gateway, id: &str) {
+    use approval_gateway::store::{ApprovalId, DecideOutcome, Status, Ttls, Via, Vote, VoteKind};
+    let ttls = Ttls {
+        pending: std::time::Duration::from_secs(3600),
+        approved: std::time::Duration::from_secs(3600),
+    };
+    let vote = Vote {
+        approver: "alice".into(),
+        kind: VoteKind::Approve,
+        comment: None,
+        via: Via::Cli,
+    };
+    let out = gw
+        .store
+        .backend()
+        .decide(
+            ApprovalId::parse(id).unwrap(),
+            &vote,
+            ttls,
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(out, DecideOutcome::Recorded(ref a) if a.status == Status::Approved));
+}
+
+async fn pending(resp: reqwest::Response) -> String {
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let body: Value = resp.json().await.unwrap();
+    body["approval_id"].as_str().unwrap().to_owned()
+}
+
+async fn del(gw: &Gateway, path: &str, bearer: &str) -> reqwest::Response {
+    gw.client
+        .delete(gw.url(path))
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// An approval for `DELETE /workspaces/W` never executes `?confirm=true&purge=true` (cascade
+/// and hard purge on the workspace-server): the query is part of what was approved.
+#[tokio::test]
+async fn an_approval_for_one_query_never_executes_another() {
+    let gw = start("enforce", Backend::Sqlite, "").await;
+    let agent = agent();
+    let plain = pending(del(&gw, "/workspaces/w1", &agent).await).await;
+    approve_via_store(&gw, &plain).await;
+    let purge = pending(del(&gw, "/workspaces/w1?confirm=true&purge=true", &agent).await).await;
+    assert_ne!(purge, plain, "its own approval");
+    let shown: Value = gw
+        .store
+        .backend()
+        .get(
+            approval_gateway::store::ApprovalId::parse(&purge).unwrap(),
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap()
+        .map(|a| a.context)
+        .unwrap();
+    assert_eq!(
+        shown["request"]["query"],
+        json!({"confirm": ["true"], "purge": ["true"]}),
+        "the human sees the query"
+    );
+    assert!(gw.upstream.wait_for_requests(0).await.is_empty());
+    let r = del(&gw, "/workspaces/w1", &agent).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let seen = gw.upstream.wait_for_requests(1).await;
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path_and_query, "/workspaces/w1");
+    gw.stop().await;
+}
+
+/// Another agent sending the identical request gets its own approval; only the requester
+/// consumes the approved one.
+#[tokio::test]
+async fn an_approval_is_consumed_only_by_its_requester() {
+    let gw = start("enforce", Backend::Sqlite, "").await;
+    let one = agent();
+    let two = token(json!({"sub": "agent-2", "org_token_id": "tok-2"}));
+    let id = pending(del(&gw, "/workspaces/w1", &one).await).await;
+    approve_via_store(&gw, &id).await;
+    let other = pending(del(&gw, "/workspaces/w1", &two).await).await;
+    assert_ne!(other, id, "agent-2 does not consume agent-1's approval");
+    assert!(gw.upstream.wait_for_requests(0).await.is_empty());
+    let r = del(&gw, "/workspaces/w1", &one).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["approval-id"].to_str().unwrap(), id);
+    assert_eq!(gw.upstream.wait_for_requests(1).await.len(), 1);
+    gw.stop().await;
+}
+
+/// gin routes `DELETE /workspaces/W2/files/x/../../../W1` to the file route of W2; a gateway
+/// that cleaned it would decide on `DELETE /workspaces/W1` (or, with a `mode = "off"` route,
+/// on nothing at all). A gated caller's ambiguous path is refused, never decided on one reading.
+#[tokio::test]
+async fn dot_segments_never_reach_another_route() {
+    let extra = r#"
+[[routes]]
+action = "cache_clear"
+method = "DELETE"
+path = "/workspaces/{id}/cache"
+scope = "{path.id}"
+mode = "off"
+
+[[routes]]
+action = "file_delete"
+method = "DELETE"
+path = "/workspaces/{id}/files/{*path}"
+scope = "{path.id}"
+"#;
+    let gw = start("enforce", Backend::Sqlite, extra).await;
+    let auth = raw::bearer(&agent());
+    for target in [
+        "/workspaces/w2/files/x/../../../w1",
+        "/workspaces/w2/files/x/../../../w1/cache",
+        "/workspaces/w2/files/x/%2e%2e/%2E%2E/../w1/cache",
+        "/workspaces/w2/files/x/..%2F..%2F..%2Fw1",
+    ] {
+        let r = raw::send(gw.proxy, "DELETE", target.as_bytes(), &[&auth], b"").await;
+        assert_eq!(r.status, 400, "{target}: {}", r.body);
+        assert!(r.body.contains("ambiguous-path"), "{target}");
+    }
+    assert!(gw.upstream.wait_for_requests(0).await.is_empty());
+    gw.stop().await;
+}
+
+/// `X%FF` and `X%FE` must not share an approval (lossy decoding made them both `X\u{FFFD}`).
+#[tokio::test]
+async fn invalid_utf8_in_a_gated_path_is_refused() {
+    let gw = start("enforce", Backend::Sqlite, "").await;
+    let auth = raw::bearer(&agent());
+    for target in [
+        "/workspaces/X%FF",
+        "/workspaces/X%FE",
+        "/workspaces/%C0",
+        "/workspaces/%EF%BF%BD%C0",
+    ] {
+        let r = raw::send(gw.proxy, "DELETE", target.as_bytes(), &[&auth], b"").await;
+        assert_eq!(r.status, 400, "{target}");
+    }
+    // Valid UTF-8, escaped: decoded exactly, one approval each.
+    let r = raw::send(gw.proxy, "DELETE", b"/workspaces/%EF%BF%BD", &[&auth], b"").await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert!(gw.upstream.wait_for_requests(0).await.is_empty());
+    gw.stop().await;
+}
+
+/// The workspace-server trims the bearer with Go's `strings.TrimSpace`, so
+/// `Bearer <org token><U+00A0>` authenticates as the org token: it must be gated.
+#[tokio::test]
+async fn a_bearer_padded_with_unicode_space_is_still_the_credential() {
+    let extra = r#"
+[[token_sources]]
+name = "org-token"
+kind = "env"
+env = "TEST_ORG_TOKEN"
+claims = { org_token_id = "t9", sub = "org-token:t9" }
+"#;
+    let gw = start_with_env(
+        "enforce",
+        Backend::Sqlite,
+        extra,
+        &[("TEST_ORG_TOKEN", "org-secret-43-chars")],
+    )
+    .await;
+    for pad in ["\u{a0}", "\u{3000}", "\u{2009}", "\u{85}"] {
+        let header = format!("Authorization: Bearer {pad}org-secret-43-chars{pad}");
+        let r = raw::send(
+            gw.proxy,
+            "DELETE",
+            b"/workspaces/w1",
+            &[header.as_bytes()],
+            b"",
+        )
+        .await;
+        assert_eq!(r.status, 202, "pad {pad:?}: {}", r.body);
+    }
+    // Not UTF-8: the gateway cannot read it as Go would, so it refuses.
+    let r = raw::send(
+        gw.proxy,
+        "DELETE",
+        b"/workspaces/w1",
+        &[b"Authorization: Bearer org-secret-43-chars\xff"],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(gw.upstream.wait_for_requests(0).await.is_empty());
+    // Off the gated routes such a header is the upstream's business.
+    let r = raw::send(
+        gw.proxy,
+        "GET",
+        b"/workspaces/w1",
+        &[b"Authorization: Bearer org-secret-43-chars\xff"],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(gw.upstream.wait_for_requests(1).await.len(), 1);
+    gw.stop().await;
+}
+
+/// Two `Authorization` fields: Go reads the first, others might read the last. Refused.
+#[tokio::test]
+async fn two_authorization_headers_are_refused_on_gated_routes() {
+    let gw = start("enforce", Backend::Sqlite, "").await;
+    let a = raw::bearer(&agent());
+    let r = raw::send(
+        gw.proxy,
+        "DELETE",
+        b"/workspaces/w1",
+        &[b"Authorization: Bearer nobody", &a],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert!(gw.upstream.wait_for_requests(0).await.is_empty());
+    gw.stop().await;
+}
+
+/// A JSON body whose key appears twice in some letter case binds differently depending on
+/// member order in Go: never one approval for both orders.
+#[tokio::test]
+async fn bodies_go_could_read_two_ways_are_refused() {
+    let gw = start("enforce", Backend::Sqlite, "").await;
+    for body in [
+        r#"{"key":"A","KEY":"B","value":"v"}"#,
+        r#"{"key":"A","value":"v","value":"w"}"#,
+        "{\"key\":\"A\",\"value\":\"v\",\"\u{212a}ey\":\"B\"}",
+    ] {
+        let r = gw
+            .client
+            .put(gw.url("/workspaces/w1/secrets"))
+            .bearer_auth(agent())
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{body}");
+    }
+    assert!(gw.upstream.wait_for_requests(0).await.is_empty());
+    gw.stop().await;
+}

@@ -9,7 +9,9 @@ use chrono::Utc;
 use crate::app::App;
 use crate::cli::{ApprovalsCommand, Cli, Command, DecideArgs};
 use crate::config::{self, Config};
-use crate::store::{ApprovalId, DecideOutcome, ListFilter, Status, Store, Via, Vote, VoteKind};
+use crate::store::{
+    Approval, ApprovalId, DecideOutcome, ListFilter, Origin, Status, Store, Via, Vote, VoteKind,
+};
 
 /// Run one command to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -133,14 +135,15 @@ async fn approvals(path: &std::path::Path, command: ApprovalsCommand) -> anyhow:
             let page = backend.list(&filter, now).await?;
             for a in &page.items {
                 println!(
-                    "{}  {:<9}  {:<20}  scope={}  requester={}  {}",
+                    "{}  {:<9}  {:<20}  scope={}  requester={}  {}{}",
                     a.id,
                     a.status.as_str(),
                     a.action,
                     a.scope,
                     a.requester,
                     a.created_at
-                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    agent_label(a),
                 );
             }
             if page.items.is_empty() {
@@ -154,6 +157,10 @@ async fn approvals(path: &std::path::Path, command: ApprovalsCommand) -> anyhow:
                 .await?
                 .with_context(|| format!("no approval {id}"))?;
             println!("{}", serde_json::to_string_pretty(&approval)?);
+            // Beside the JSON (stdout stays machine-readable), for the operator reading it.
+            if approval.origin == Origin::Agent {
+                eprintln!("note:{}", agent_label(&approval));
+            }
         }
         ApprovalsCommand::Approve(args) => {
             return decide(&config, &store, args, VoteKind::Approve).await
@@ -161,6 +168,14 @@ async fn approvals(path: &std::path::Path, command: ApprovalsCommand) -> anyhow:
         ApprovalsCommand::Deny(args) => return decide(&config, &store, args, VoteKind::Deny).await,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Marks an approval whose reason and context the requesting agent wrote (empty otherwise).
+fn agent_label(a: &Approval) -> &'static str {
+    match a.origin {
+        Origin::Agent => "  [reason and context written by the requesting agent]",
+        Origin::Proxy => "",
+    }
 }
 
 fn parse_id(id: &str) -> anyhow::Result<ApprovalId> {

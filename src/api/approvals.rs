@@ -323,7 +323,7 @@ mod tests {
             "context": {}, "request_hash": "h", "method": null, "path": null, "requester": "bob",
             "caller": null, "approvals_required": 1, "decisions": [], "created_at": now,
             "expires_at": now + chrono::Duration::seconds(5), "decided_at": null, "consumed_at": null,
-            "upstream_status": null, "upstream_error": null
+            "upstream_status": null, "upstream_error": null, "origin": "agent"
         });
         let a: Approval = serde_json::from_value(json).expect("approval");
         let wait = wait_deadline(&a, Duration::from_secs(60), now);

@@ -39,6 +39,10 @@ pub enum ApiError {
     /// The request body is over the admin listener's limit (axum's default, 2 MiB).
     #[error("request body too large")]
     BodyTooLarge,
+    /// `POST /v1/approvals` named an action a configured route uses: the gate asks for those
+    /// itself, from the request it will forward (SPEC §7).
+    #[error("the action is proxied")]
+    ActionIsProxied,
 }
 
 /// axum's own rejection of a body (text/plain) becomes a problem like every other error.
@@ -66,6 +70,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::InvalidConfig(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::ActionIsProxied => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::CredentialSourceUnavailable | ApiError::Store(_) | ApiError::NotReady(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -124,6 +129,13 @@ impl ApiError {
                 "urn:approval-gateway:body-too-large",
                 "Payload Too Large",
                 "the request body is too large".into(),
+            ),
+            ApiError::ActionIsProxied => (
+                "urn:approval-gateway:action-is-proxied",
+                "Unprocessable Content",
+                "this action is one the gateway proxies: send the request itself, and the gate \
+                 asks for its approval"
+                    .into(),
             ),
             ApiError::InvalidConfig(errors) => (
                 "urn:approval-gateway:invalid-config",

@@ -216,6 +216,12 @@
     const titleId = `a-${a.id}-title`;
     const card = el("article", { class: "approval", "aria-labelledby": titleId });
     card.append(el("h3", { id: titleId }, `${a.action} · ${a.scope}`));
+    // An approval asked for through POST /v1/approvals: its reason and context are the
+    // agent's own words, not the gateway's reading of a request.
+    if (a.origin === "agent") {
+      card.append(el("p", { class: "origin-agent" },
+        "Reason and context written by the requesting agent"));
+    }
     if (a.reason) card.append(el("p", { class: "reason" }, a.reason));
     const dl = el("dl");
     field(dl, "Requester", a.caller ? `${a.requester} (${a.caller})` : a.requester);
@@ -339,7 +345,7 @@
     const status = a.status + upstream;
     const tr = el("tr", {},
       el("td", {}, el("span", { class: `status ${a.status}` }, status)),
-      el("td", {}, a.action),
+      el("td", {}, a.origin === "agent" ? `${a.action} (written by the requesting agent)` : a.action),
       el("td", {}, a.scope),
       el("td", {}, a.requester),
       el("td", {}, deciders || "—"),

@@ -5,7 +5,9 @@
 //! 403): an approval is a gated caller's request by definition, and its requester is the one
 //! who may later withdraw it.
 //!
-//! `action` becomes a metric label, so it is restricted to a short identifier charset.
+//! `action` becomes a metric label, so it is restricted to a short identifier charset. An action
+//! a configured route uses is refused (422): such approvals come only from the gate.
+//! Approvals made here show `origin: "agent"`: their reason and context are the agent's words.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -51,6 +53,11 @@ pub async fn request(
     }
     let body: RequestBody = parse_json(&body?)?;
     let policy = st.policy.load_full();
+    // An approval asked for here could otherwise be consumed by a proxied request with the
+    // same identity, on the strength of a reason and context the agent wrote itself.
+    if policy.routes.values().any(|r| *r.action == *body.action) {
+        return Err(ApiError::ActionIsProxied);
+    }
     let new = new_approval(&caller, body, policy.gate.approvals_required)?;
     let (approval, created) = st
         .store

@@ -117,6 +117,11 @@ impl<T> RouteTable<T> {
         self.entries.is_empty()
     }
 
+    /// Every entry's value, most specific first.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.entries.iter().map(|e| &e.value)
+    }
+
     /// Whether any entry matches `method`. When none does, no path can match either.
     pub fn has_method(&self, method: &http::Method) -> bool {
         self.methods.contains(method)

@@ -9,7 +9,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
-    Approval, ApprovalId, DecisionRecord, EventKind, Status, StoreError, Ttls, Via, VoteKind,
+    Approval, ApprovalId, DecisionRecord, EventKind, Origin, Status, StoreError, Ttls, Via,
+    VoteKind,
 };
 
 /// Default and maximum page sizes of `list`.
@@ -72,6 +73,7 @@ impl Row {
             _ => Vec::new(),
         };
         Ok(Approval {
+            origin: Origin::of(self.method.as_deref()),
             id: ApprovalId(self.id),
             status,
             action: self.action,

@@ -146,6 +146,36 @@ pub struct Approval {
     pub consumed_at: Option<DateTime<Utc>>,
     pub upstream_status: Option<u16>,
     pub upstream_error: Option<String>,
+    /// Who wrote `reason` and `context` (an extension of SPEC §7's shape).
+    pub origin: Origin,
+}
+
+/// Who created an approval, and so who wrote its `reason` and `context`. Derived from the row
+/// without a column: only `POST /v1/approvals` makes approvals without a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// The gate, from a proxied request and the route's templates.
+    Proxy,
+    /// A gated caller through `POST /v1/approvals`: its text is the requesting agent's own.
+    Agent,
+}
+
+impl Origin {
+    pub fn of(method: Option<&str>) -> Self {
+        if method.is_some() {
+            Origin::Proxy
+        } else {
+            Origin::Agent
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Proxy => "proxy",
+            Origin::Agent => "agent",
+        }
+    }
 }
 
 /// What a gated request (or `POST /v1/approvals`) asks approval for.

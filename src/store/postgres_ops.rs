@@ -29,13 +29,16 @@ use super::*;
 /// session can never consume it too (BASELINES.md's trap). The pending lookup cannot see the
 /// consume (one snapshot), but it never needs to: it reads `pending` rows, the consume touches
 /// `approved` ones, and `NOT EXISTS (SELECT 1 FROM c)` skips it when something was consumed.
+/// Only approvals the gate made (`method IS NOT NULL`) are consumed: one an agent asked for
+/// through `POST /v1/approvals` never authorises a proxied request, even if a reload later adds
+/// a route with its action.
 pub static GATE_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH c AS ( \
            UPDATE approvals SET status = 'consumed', consumed_at = $1 \
            WHERE $7 AND id = (SELECT id FROM approvals \
                        WHERE scope = $2 AND action = $3 AND request_hash = $4 AND requester = $5 \
-                         AND status = 'approved' AND expires_at > $1 \
+                         AND status = 'approved' AND expires_at > $1 AND method IS NOT NULL \
                        ORDER BY decided_at DESC, id DESC LIMIT 1 FOR UPDATE SKIP LOCKED) \
              AND status = 'approved' AND consumed_at IS NULL AND expires_at > $1 \
            RETURNING id), \

@@ -95,7 +95,8 @@ pub(super) async fn load_some(
         .ok_or_else(|| StoreError::Corrupt(format!("approval {id} vanished")))
 }
 
-/// Step 1 of the gate: consume the newest approved, unconsumed, unexpired approval.
+/// Step 1 of the gate: consume the newest approved, unconsumed, unexpired approval the gate
+/// made (never one asked for through `POST /v1/approvals`, which has no method).
 pub(super) async fn consume(
     c: &mut SqliteConnection,
     new: &NewApproval,
@@ -106,7 +107,8 @@ pub(super) async fn consume(
     let row = sqlx::query(
         "UPDATE approvals SET status = 'consumed', consumed_at = ?1 \
          WHERE id = (SELECT id FROM approvals WHERE scope = ?2 AND action = ?3 AND request_hash = ?4 \
-                     AND requester = ?5 AND status = 'approved' AND expires_at > ?1 ORDER BY decided_at DESC, id DESC LIMIT 1) \
+                     AND requester = ?5 AND status = 'approved' AND expires_at > ?1 AND method IS NOT NULL \
+                     ORDER BY decided_at DESC, id DESC LIMIT 1) \
            AND status = 'approved' AND consumed_at IS NULL AND expires_at > ?1 \
          RETURNING id",
     )

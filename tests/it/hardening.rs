@@ -7,7 +7,7 @@ use approval_gateway::store::{Approval, ApprovalId, DecideOutcome, Ttls, Via, Vo
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::support::gateway::{agent, start, start_on_this_runtime, Backend, Gateway};
+use crate::support::gateway::{agent, human, start, start_on_this_runtime, Backend, Gateway};
 use crate::support::upstream::Reply;
 
 /// A gated GET with a side effect (Molecule's token minting is one).
@@ -185,5 +185,58 @@ async fn an_oversized_admin_body_is_a_413_problem() {
         "urn:approval-gateway:body-too-large",
     )
     .await;
+    gw.stop().await;
+}
+
+// ---- approvals an agent asks for ---------------------------------------------------------------
+
+#[tokio::test]
+async fn an_agent_cannot_ask_through_the_api_for_a_proxied_action_and_its_own_text_is_marked() {
+    let gw = start("enforce", Backend::Sqlite, "").await;
+    let ask = |action: &str| {
+        let body = serde_json::json!({
+            "action": action, "scope": "ws-1", "reason": "trust me",
+            "context": { "workspace_id": "ws-1" }
+        });
+        gw.client
+            .post(gw.admin_url("/v1/approvals"))
+            .bearer_auth(agent())
+            .json(&body)
+            .send()
+    };
+    // `delete_workspace` is a route's action: only the gate may ask for it, from the request.
+    let refused = ask("delete_workspace").await.unwrap();
+    assert_problem(
+        refused,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "urn:approval-gateway:action-is-proxied",
+    )
+    .await;
+
+    let created = ask("drop_database").await.unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(created["origin"], "agent", "{created}");
+
+    let pending = gw
+        .client
+        .delete(gw.url("/workspaces/ws-1"))
+        .bearer_auth(agent())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pending.status(), StatusCode::ACCEPTED);
+    let pending: Value = pending.json().await.unwrap();
+    let id = pending["approval_id"].as_str().unwrap();
+    let shown = gw
+        .client
+        .get(gw.admin_url(&format!("/v1/approvals/{id}")))
+        .bearer_auth(human("carol"))
+        .send()
+        .await
+        .unwrap();
+    let shown: Value = shown.json().await.unwrap();
+    assert_eq!(shown["origin"], "proxy", "{shown}");
+    assert_eq!(gw.upstream.received(), 0);
     gw.stop().await;
 }

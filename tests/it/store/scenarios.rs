@@ -388,6 +388,27 @@ async fn request_creates_or_reuses_without_consuming(s: &Store) {
     );
 }
 
+async fn an_approval_an_agent_asked_for_is_never_consumed_by_the_gate(s: &Store) {
+    let now = t0();
+    let gated = req("ws-1", "h1");
+    let asked = NewApproval {
+        method: None,
+        path: None,
+        ..gated.clone()
+    };
+    let (a, created) = s.backend().request(&asked, ttls(), now).await.unwrap();
+    assert!(created);
+    let approve = vote("alice", VoteKind::Approve);
+    assert_eq!(
+        recorded(s, a.id, approve, now).await.status,
+        Status::Approved
+    );
+    // The same identity from the proxy: a pending approval of its own, not a consume.
+    let (b, created, _) = pending(gate(s, &gated, now).await);
+    assert!(created && b.id != a.id);
+    assert_eq!(get(s, a.id, now).await.status, Status::Approved);
+}
+
 async fn list_filters_and_pages(s: &Store) {
     let now = t0();
     let mut ids = Vec::new();
@@ -623,6 +644,7 @@ super::on_both_backends!(
     expire_due_sweeps_once,
     withdraw_pending,
     request_creates_or_reuses_without_consuming,
+    an_approval_an_agent_asked_for_is_never_consumed_by_the_gate,
     list_filters_and_pages,
     events_in_order,
     subscribe_receives_live_events,

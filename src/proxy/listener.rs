@@ -328,14 +328,43 @@ pub fn serve_sharded(
     shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) -> std::io::Result<Sharded> {
-    let first = reuseport_socket(addr)?.listen(1024)?.into_std()?;
+    let first = bind_reuseport(addr)?.into_std()?;
     serve_sharded_from(first, shards, proxy, shutdown, drain)
 }
 
 /// Bind `addr` with `SO_REUSEPORT` and listen at once, so connections queue in the kernel
 /// before the shards start; hand the result to [`serve_sharded_from`]. Needs a runtime context.
+/// Fails, naming the address, when something already listens there (see [`probe`]).
 pub fn bind_reuseport(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    reuseport_socket(addr)?.listen(1024)
+    reuseport_socket(probe(addr)?)?.listen(1024)
+}
+
+/// Make sure nothing listens on `addr`; returns it with port 0 resolved. `SO_REUSEPORT` lets any
+/// process of the same user bind a port that such a process already listens on, so a second
+/// gateway started on the address would start too and the kernel would split the connections
+/// between the two. A socket bound without `SO_REUSEPORT` cannot share the port with a
+/// listening one, so binding one (no listen: it never accepts a connection) tells, and it is
+/// closed before the shards bind. `SO_REUSEADDR` keeps a previous run's TIME_WAIT connections
+/// from counting as a use.
+///
+/// The race left: two gateways starting within the same few microseconds can both probe before
+/// either has bound its shards, and both start. Closing it would need one listening socket
+/// shared by every shard (no `SO_REUSEPORT`), giving up the per-shard accept queues.
+fn probe(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    match socket.bind(addr) {
+        Ok(()) => socket.local_addr(),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(std::io::Error::new(
+            e.kind(),
+            format!("{addr} is already in use (is another gateway running there?)"),
+        )),
+        Err(e) => Err(e),
+    }
 }
 
 /// Like [`serve_sharded`], on an already listening first socket (see [`bind_reuseport`]); the

@@ -240,3 +240,35 @@ async fn an_agent_cannot_ask_through_the_api_for_a_proxied_action_and_its_own_te
     assert_eq!(gw.upstream.received(), 0);
     gw.stop().await;
 }
+
+// ---- one gateway per address -------------------------------------------------------------------
+
+/// Build (not run) a gateway whose proxy listens on `addr`; the error text when it cannot.
+async fn build_on(addr: std::net::SocketAddr) -> Result<(), String> {
+    let text = format!(
+        "[listen]\nproxy = \"{addr}\"\nadmin = \"127.0.0.1:0\"\n[store]\nurl = \"{}\"\n",
+        crate::support::gateway::sqlite_url()
+    );
+    let config = approval_gateway::config::parse(&text, &|_| None).unwrap();
+    approval_gateway::app::App::build(config)
+        .await
+        .map(drop)
+        .map_err(|e| format!("{e:#}"))
+}
+
+#[tokio::test]
+async fn a_gateway_does_not_start_on_an_address_already_in_use() {
+    // A second gateway: SO_REUSEPORT alone would let it share the port with the first.
+    let gw = start("off", Backend::Sqlite, "").await;
+    let error = build_on(gw.proxy).await.expect_err("the address is taken");
+    assert!(error.contains(&gw.proxy.to_string()), "{error}");
+    assert!(error.contains("already in use"), "{error}");
+    // Any other program listening there.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let error = build_on(addr).await.expect_err("the address is taken");
+    assert!(error.contains(&addr.to_string()), "{error}");
+    // A free address still works, port 0 included.
+    build_on("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    gw.stop().await;
+}

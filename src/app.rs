@@ -120,8 +120,9 @@ impl App {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let upstream =
-            Upstream::new(&self.config.upstream).context("building the upstream client")?;
+        let upstream = Upstream::new(&self.config.upstream)
+            .context("building the upstream client")?
+            .with_body_timeouts(self.config.listen.body_timeouts);
         let proxy = Proxy::new(
             upstream,
             Arc::clone(&self.metrics),

@@ -160,6 +160,8 @@ pub(crate) struct RawListen {
     pub proxy: Option<String>,
     pub admin: Option<String>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub body_read_timeout: Option<String>,
+    pub body_idle_timeout: Option<String>,
 }
 
 /// `[upstream]`.
@@ -211,11 +213,22 @@ pub(crate) fn read(root: &Section<'_>, errs: &mut Errors) -> RawConfig {
     root.deny_unknown(TOP_LEVEL, errs);
     let mut raw = RawConfig::default();
     if let Some(s) = root.table("listen", errs) {
-        s.deny_unknown(&["proxy", "admin", "trusted_proxies"], errs);
+        s.deny_unknown(
+            &[
+                "proxy",
+                "admin",
+                "trusted_proxies",
+                "body_read_timeout",
+                "body_idle_timeout",
+            ],
+            errs,
+        );
         raw.listen = RawListen {
             proxy: s.string("proxy", errs),
             admin: s.string("admin", errs),
             trusted_proxies: s.strings("trusted_proxies", errs),
+            body_read_timeout: s.string("body_read_timeout", errs),
+            body_idle_timeout: s.string("body_idle_timeout", errs),
         };
     }
     if let Some(s) = root.table("upstream", errs) {

@@ -51,6 +51,26 @@ pub struct Config {
 pub struct Listen {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
+    /// How long a request body may take (extension beyond SPEC §3).
+    pub body_timeouts: BodyTimeouts,
+}
+
+/// `[listen] body_read_timeout` / `body_idle_timeout`, default 30 s each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyTimeouts {
+    /// The whole body of a gated request that is buffered must arrive within this (else 408).
+    pub read: Duration,
+    /// A body relayed as it arrives is aborted when nothing arrives for this long.
+    pub idle: Duration,
+}
+
+impl Default for BodyTimeouts {
+    fn default() -> Self {
+        Self {
+            read: Duration::from_secs(30),
+            idle: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -39,6 +39,12 @@ fn absent_tables_take_the_spec_defaults() {
     let c = ok("", &[]);
     assert_eq!(c.listen.proxy.to_string(), "127.0.0.1:8080");
     assert_eq!(c.listen.admin.to_string(), "127.0.0.1:9090");
+    assert_eq!(
+        c.listen.body_timeouts,
+        crate::config::BodyTimeouts::default()
+    );
+    assert_eq!(c.listen.body_timeouts.read, Duration::from_secs(30));
+    assert_eq!(c.listen.body_timeouts.idle, Duration::from_secs(30));
     assert_eq!(c.upstream.url.to_string(), "http://127.0.0.1:8081/");
     assert_eq!(c.upstream.connect_timeout, Duration::from_secs(2));
     assert_eq!(c.upstream.request_timeout, Duration::from_secs(60));
@@ -88,6 +94,8 @@ fn every_validation_error_kind_names_its_table_and_key() {
     let cases: Vec<(String, &str, &str)> = vec![
         ("[listen]\nproxy = \"nope\"".into(), "listen.proxy", "socket address"),
         ("[listen]\nadmin = 9090".into(), "listen.admin", "expected a string"),
+        ("[listen]\nbody_read_timeout = \"0s\"".into(), "listen.body_read_timeout", "greater than zero"),
+        ("[listen]\nbody_idle_timeout = \"idle\"".into(), "listen.body_idle_timeout", "duration"),
         ("[upstream]\nurl = \"https://u:1\"".into(), "upstream.url", "https"),
         ("[upstream]\nurl = \"ftp://u:1\"".into(), "upstream.url", "http://"),
         ("[upstream]\nurl = \"http://u:1/p?x=1\"".into(), "upstream.url", "query"),

@@ -18,7 +18,8 @@ use toml::Table;
 use super::file::{self, Errors, RawGate, RawListen, RawUpstream, Section};
 use super::{callers, routes};
 use super::{
-    Config, ConfigError, ConfigErrors, GateSettings, Listen, Policy, StoreSettings, Upstream,
+    BodyTimeouts, Config, ConfigError, ConfigErrors, GateSettings, Listen, Policy, StoreSettings,
+    Upstream,
 };
 use crate::gate::{Mode, UnknownCallers};
 use crate::store::Ttls;
@@ -128,9 +129,22 @@ fn listen(raw: &RawListen, env: Env<'_>, errs: &mut Errors) -> Listen {
         raw.admin.clone(),
         "listen.admin",
     );
+    let timeout = |value: &Option<String>, key: &str, errs: &mut Errors| {
+        duration(
+            value.as_deref(),
+            &format!("listen.{key}"),
+            "30s",
+            true,
+            errs,
+        )
+    };
     Listen {
         proxy: addr(proxy, &proxy_at, "127.0.0.1:8080", errs),
         admin: addr(admin, &admin_at, "127.0.0.1:9090", errs),
+        body_timeouts: BodyTimeouts {
+            read: timeout(&raw.body_read_timeout, "body_read_timeout", errs),
+            idle: timeout(&raw.body_idle_timeout, "body_idle_timeout", errs),
+        },
     }
 }
 

@@ -12,6 +12,7 @@
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
@@ -20,6 +21,7 @@ use hyper::body::Incoming;
 
 use super::h1::{self, H1Error};
 use super::pool::Lease;
+use super::timer::{self, Deadline};
 
 /// A streamed (`Incoming`), buffered (`Full`) or empty body.
 #[derive(Debug, Default)]
@@ -28,6 +30,8 @@ pub enum ProxyBody {
     Full(Full<Bytes>),
     Upstream(UpstreamBody),
     H1(h1::Body),
+    /// A request body relayed upstream as it arrives, under the idle timeout.
+    Idle(IdleBody),
     #[default]
     Empty,
 }
@@ -40,11 +44,27 @@ pub enum BodyFault {
     Hyper(#[from] hyper::Error),
     #[error(transparent)]
     Upstream(#[from] H1Error),
+    /// The client sent no request body data for the idle timeout ([`IdleBody`]).
+    #[error("the request body stalled")]
+    Idle,
 }
 
 impl ProxyBody {
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         Self::Full(Full::new(bytes.into()))
+    }
+
+    /// A streamed request body that fails with [`BodyFault::Idle`] when nothing arrives for
+    /// `idle` (so the upstream request is aborted); any other body as it is.
+    pub fn idle_after(self, idle: Duration) -> Self {
+        match self {
+            Self::Incoming(body) => Self::Idle(IdleBody {
+                body,
+                idle,
+                deadline: timer::now().checked_add(idle).map(Deadline::new),
+            }),
+            other => other,
+        }
     }
 }
 
@@ -84,6 +104,7 @@ impl Body for ProxyBody {
                 .map(|o| o.map(|r| r.map_err(never))),
             Self::Upstream(b) => widen(b.poll_frame(cx)),
             Self::H1(b) => widen(b.poll_frame(cx)),
+            Self::Idle(b) => b.poll_frame(cx),
             Self::Empty => Poll::Ready(None),
         }
     }
@@ -94,6 +115,7 @@ impl Body for ProxyBody {
             Self::Full(b) => b.is_end_stream(),
             Self::Upstream(b) => b.body.is_end_stream(),
             Self::H1(b) => b.is_end_stream(),
+            Self::Idle(b) => b.body.is_end_stream(),
             Self::Empty => true,
         }
     }
@@ -104,8 +126,45 @@ impl Body for ProxyBody {
             Self::Full(b) => b.size_hint(),
             Self::Upstream(b) => b.body.size_hint(),
             Self::H1(b) => b.size_hint(),
+            Self::Idle(b) => b.body.size_hint(),
             Self::Empty => SizeHint::with_exact(0),
         }
+    }
+}
+
+/// A client's request body on its way upstream, failing once nothing arrived for `idle` (a
+/// slow-loris upload would otherwise hold an upstream connection for as long as it likes). The
+/// deadline moves on with every frame; it lives on the coarse clock (`timer.rs`: a slab slot,
+/// up to 100 ms late), and bodiless requests never get one.
+#[derive(Debug)]
+pub struct IdleBody {
+    body: Incoming,
+    idle: Duration,
+    /// `None`: `idle` is too far away to represent (never).
+    deadline: Option<Deadline>,
+}
+
+impl IdleBody {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Polled {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(_))) => {
+                if let Some(deadline) = &mut self.deadline {
+                    if let Some(at) = timer::now().checked_add(self.idle) {
+                        deadline.reset(at);
+                    }
+                }
+            }
+            Poll::Pending => {
+                if let Some(deadline) = &mut self.deadline {
+                    if deadline.poll_passed(cx).is_ready() {
+                        return Poll::Ready(Some(Err(BodyFault::Idle)));
+                    }
+                }
+            }
+            Poll::Ready(_) => {}
+        }
+        widen(polled)
     }
 }
 

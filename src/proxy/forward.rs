@@ -25,6 +25,7 @@ use super::pool::Pool;
 use super::respond::ProxyError;
 use super::timer;
 use super::APPROVAL_ID;
+use crate::config::BodyTimeouts;
 use crate::metrics::Metrics;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -81,6 +82,7 @@ pub struct Upstream {
     request_timeout: Duration,
     /// Peers whose `X-Forwarded-Proto` is kept (`[listen] trusted_proxies`).
     trusted_proxies: std::sync::Arc<[ipnet::IpNet]>,
+    body_timeouts: BodyTimeouts,
 }
 
 impl Upstream {
@@ -104,7 +106,18 @@ impl Upstream {
             prefix: Bytes::copy_from_slice(prefix.as_bytes()),
             request_timeout: cfg.request_timeout,
             trusted_proxies: cfg.trusted_proxies.clone().into(),
+            body_timeouts: BodyTimeouts::default(),
         })
+    }
+
+    /// The request-body timeouts (`[listen]`; 30 s each until set).
+    pub fn with_body_timeouts(mut self, timeouts: BodyTimeouts) -> Self {
+        self.body_timeouts = timeouts;
+        self
+    }
+
+    pub fn body_timeouts(&self) -> BodyTimeouts {
+        self.body_timeouts
     }
 
     /// The `X-Forwarded-Proto` to send: how the gateway was reached (`http`; it does not
@@ -172,6 +185,9 @@ impl Upstream {
         if !req.headers().contains_key(header::HOST) {
             req.headers_mut().insert(header::HOST, self.host.clone());
         }
+        // A body relayed as it arrives: a stall aborts the upstream request.
+        let idle = self.body_timeouts.idle;
+        let mut req = req.map(|body| body.idle_after(idle));
         let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (tx, mut resp) = self
             .timed(metrics, |started| self.send(req, started, resend))
@@ -360,18 +376,23 @@ impl Upstream {
 /// hyper "user" error and is not the upstream's fault.
 fn classify(e: hyper::Error) -> ProxyError {
     // hyper reports a failing request body as a user error whose cause is the body's own
-    // error, here the downstream connection's `hyper::Error`.
-    let body_aborted = e.is_user()
-        && std::error::Error::source(&e).is_some_and(|cause| {
-            cause
-                .downcast_ref::<BodyFault>()
-                .is_some_and(|f| matches!(f, BodyFault::Hyper(_)))
-        });
-    if body_aborted {
-        tracing::debug!(error = %e, "client aborted its request body");
-        return ProxyError::ClientAborted;
+    // error: the downstream connection's `hyper::Error`, or the idle timeout.
+    let body_fault = e
+        .is_user()
+        .then(|| std::error::Error::source(&e))
+        .flatten()
+        .and_then(|cause| cause.downcast_ref::<BodyFault>());
+    match body_fault {
+        Some(BodyFault::Hyper(_)) => {
+            tracing::debug!(error = %e, "client aborted its request body");
+            ProxyError::ClientAborted
+        }
+        Some(BodyFault::Idle) => {
+            tracing::debug!("client's request body stalled; upstream request aborted");
+            ProxyError::BodyTimeout
+        }
+        _ => ProxyError::UpstreamProtocol(e),
     }
-    ProxyError::UpstreamProtocol(e)
 }
 
 /// Rewrite the request's headers in place for the upstream: hop-by-hop fields and a client-sent

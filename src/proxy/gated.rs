@@ -21,6 +21,7 @@ use hyper::body::Incoming;
 use serde_json::Value;
 
 use super::access::Note;
+use super::timer;
 use super::wait::{self, Waited, PREFERENCE_APPLIED};
 use super::{read_limited, Downstream, ProxyBody, ProxyError, Shared};
 use crate::caller::{self, Caller, CallerError};
@@ -184,13 +185,20 @@ async fn gate_route(
     if !caller.is_gated() {
         return pass(shared, note, action, parts, ProxyBody::Incoming(body), down).await;
     }
-    // Buffer the body only when a template reads it, up to the cap.
+    // Buffer the body only when a template reads it, up to the cap, within the read timeout
+    // (a slow-loris body must not hold the request open; it is never forwarded).
     let (bytes, body) = if rule.needs_body() {
-        match read_limited(body, policy.gate.max_body_bytes).await {
-            Ok(b) => (Some(b.clone()), ProxyBody::full(b)),
-            Err(e) => {
+        let limit = policy.gate.max_body_bytes;
+        let within = shared.upstream.body_timeouts().read;
+        match timer::timeout(timer::now(), within, read_limited(body, limit)).await {
+            Ok(Ok(b)) => (Some(b.clone()), ProxyBody::full(b)),
+            Ok(Err(e)) => {
                 count(shared, note, action, Outcome::bad_request);
                 return ProxyError::from(e).into_response();
+            }
+            Err(timer::Elapsed) => {
+                count(shared, note, action, Outcome::bad_request);
+                return ProxyError::BodyTimeout.into_response();
             }
         }
     } else {

@@ -102,6 +102,10 @@ pub enum ProxyError {
     /// The client stopped sending its request body (hung up mid-upload): not an upstream fault.
     #[error("client aborted the request body")]
     ClientAborted,
+    /// The client's request body did not arrive in time (`[listen] body_read_timeout` for a
+    /// buffered body, `body_idle_timeout` for a relayed one): not an upstream fault.
+    #[error("request body timed out")]
+    BodyTimeout,
     #[error("request body too large (limit {limit} bytes)")]
     BodyTooLarge { limit: usize },
     #[error("bad request: {0}")]
@@ -165,7 +169,7 @@ impl ProxyError {
                 Cow::Borrowed("invalid upstream response; the request may have been executed")
             }
             Self::UpstreamProtocol(_) => Cow::Borrowed(CLOSED),
-            Self::ClientAborted => Cow::Borrowed(
+            Self::ClientAborted | Self::BodyTimeout => Cow::Borrowed(
                 "the client stopped sending the request body; the request may have been executed",
             ),
             other => Cow::Owned(other.to_string()),
@@ -207,6 +211,12 @@ impl ProxyError {
                 "urn:approval-gateway:request-aborted",
                 "Bad Request",
                 "the request body was not received completely",
+            ),
+            Self::BodyTimeout => p(
+                S::REQUEST_TIMEOUT,
+                "urn:approval-gateway:body-timeout",
+                "Request Timeout",
+                "the request body did not arrive in time",
             ),
             Self::BodyTooLarge { limit } => p(
                 S::PAYLOAD_TOO_LARGE,
@@ -295,6 +305,7 @@ mod tests {
     fn statuses_per_kind() {
         let cases = [
             (ProxyError::UpstreamTimeout, 504),
+            (ProxyError::BodyTimeout, 408),
             (ProxyError::BodyTooLarge { limit: 10 }, 413),
             (ProxyError::BadRequest("x".into()), 400),
             (ProxyError::Unauthorized("x".into()), 401),

@@ -1,5 +1,5 @@
 //! Coarse timeouts for the two deadlines armed on every request: hyper's header-read timeout
-//! and the upstream request timeout.
+//! and the upstream request timeout (and for the request-body timeouts, `body.rs`).
 //!
 //! With tokio's timer each of them is a timer-wheel insert and removal per request, and the
 //! wheel's bookkeeping on every park. Moving both here took a pass-through request from 22.2k
@@ -139,18 +139,18 @@ async fn ticker(mut ticking: Ticking) {
 
 /// One deadline, armed on its first poll (no clock read) and disarmed on drop.
 #[derive(Debug)]
-struct Deadline {
+pub(super) struct Deadline {
     at: Instant,
     /// Its slab and slot, once polled.
     slot: Option<(Arc<Registry>, usize)>,
 }
 
 impl Deadline {
-    fn new(at: Instant) -> Self {
+    pub(super) fn new(at: Instant) -> Self {
         Self { at, slot: None }
     }
 
-    fn reset(&mut self, at: Instant) {
+    pub(super) fn reset(&mut self, at: Instant) {
         self.at = at;
         if let Some((registry, key)) = &self.slot {
             registry.lock().slots[*key].deadline = at;
@@ -158,7 +158,7 @@ impl Deadline {
     }
 
     /// Ready once `at` has passed; until then the task is woken at most one [`TICK`] after it.
-    fn poll_passed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(super) fn poll_passed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let Some((registry, key)) = &self.slot else {
             // First poll: no clock read. A deadline already past is woken at the next tick.
             let registry = REGISTRY.with(Arc::clone);

@@ -6,8 +6,12 @@ use std::time::Duration;
 use approval_gateway::store::{Approval, ApprovalId, DecideOutcome, Ttls, Via, Vote, VoteKind};
 use reqwest::StatusCode;
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
-use crate::support::gateway::{agent, human, start, start_on_this_runtime, Backend, Gateway};
+use crate::support::gateway::{
+    agent, human, start, start_listening, start_on_this_runtime, Backend, Gateway,
+};
 use crate::support::upstream::Reply;
 
 /// A gated GET with a side effect (Molecule's token minting is one).
@@ -270,5 +274,72 @@ async fn a_gateway_does_not_start_on_an_address_already_in_use() {
     assert!(error.contains(&addr.to_string()), "{error}");
     // A free address still works, port 0 included.
     build_on("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    gw.stop().await;
+}
+
+// ---- slow request bodies -----------------------------------------------------------------------
+
+/// Send `head` and the first bytes of its body on a raw connection, then nothing more. Returns
+/// the gateway's answer head (waited for up to 10 s, so a missing timeout fails, not hangs).
+async fn stalled_upload(gw: &Gateway, head: &str, first: &[u8]) -> String {
+    let mut s = TcpStream::connect(gw.proxy).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(first).await.unwrap();
+    let read = async move {
+        let (mut got, mut chunk) = (Vec::new(), [0u8; 1024]);
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed without an answer");
+            got.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("an answer within 10 s")
+}
+
+#[tokio::test]
+async fn a_gated_body_that_trickles_is_a_408_and_never_forwarded() {
+    let listen = "body_read_timeout = \"300ms\"";
+    let gw = start_listening("enforce", Backend::Sqlite, listen, "").await;
+    let head = format!(
+        "POST /workspaces/ws-1/secrets HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 40\r\n\r\n",
+        agent()
+    );
+    let answer = stalled_upload(&gw, &head, b"{").await;
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("content-type: application/problem+json"),
+        "{answer}"
+    );
+    assert_eq!(gw.upstream.received(), 0);
+    assert_eq!(gw.upstream.connections(), 0);
+    let metrics = gw
+        .client
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+    let line = r#"approval_gateway_requests_total{route="secret_write",outcome="bad_request"} 1"#;
+    assert!(metrics.contains(line), "{metrics}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_relayed_body_that_stalls_aborts_the_upstream_request() {
+    let listen = "body_idle_timeout = \"300ms\"";
+    let gw = start_listening("enforce", Backend::Sqlite, listen, "").await;
+    let head = "POST /uploads HTTP/1.1\r\nHost: gw\r\nContent-Length: 40\r\n\r\n";
+    let answer = stalled_upload(&gw, head, b"x").await;
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    // The upstream got the head and the first byte, then the request was cut off.
+    let seen = gw.upstream.wait_for_requests(1).await;
+    assert_eq!(seen[0].path_and_query, "/uploads");
+    assert!(seen[0].body_aborted, "{:?}", seen[0]);
     gw.stop().await;
 }

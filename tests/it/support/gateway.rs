@@ -90,7 +90,7 @@ pub fn store_url(backend: &Backend) -> String {
 
 /// Start a gateway with `mode` as the flag value, `extra` TOML appended (e.g. `[gate]`).
 pub async fn start(mode: &str, backend: Backend, extra: &str) -> Gateway {
-    start_with(mode, backend, extra, false, &[]).await
+    start_with(mode, backend, "", extra, false, &[]).await
 }
 
 /// Like [`start`], with more environment variables for the config (e.g. a token source's).
@@ -100,25 +100,31 @@ pub async fn start_with_env(
     extra: &str,
     env: &[(&str, &str)],
 ) -> Gateway {
-    start_with(mode, backend, extra, false, env).await
+    start_with(mode, backend, "", extra, false, env).await
+}
+
+/// Like [`start`], with `listen` lines added to `[listen]` (e.g. short body timeouts).
+pub async fn start_listening(mode: &str, backend: Backend, listen: &str, extra: &str) -> Gateway {
+    start_with(mode, backend, listen, extra, false, &[]).await
 }
 
 /// Like [`start`], with the data plane on the test's own runtime instead of its own shard
 /// threads (for tests that capture thread-local tracing output).
 pub async fn start_on_this_runtime(mode: &str, backend: Backend, extra: &str) -> Gateway {
-    start_with(mode, backend, extra, true, &[]).await
+    start_with(mode, backend, "", extra, true, &[]).await
 }
 
 async fn start_with(
     mode: &str,
     backend: Backend,
+    listen: &str,
     extra: &str,
     inline: bool,
     more_env: &[(&str, &str)],
 ) -> Gateway {
     let upstream = FakeUpstream::start().await;
     let text = format!(
-        "[listen]\nproxy = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+        "[listen]\nproxy = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{listen}\n\
          [upstream]\nurl = \"{}\"\nrequest_timeout = \"5s\"\n\
          [store]\nurl = \"{}\"\n\
          [jwt]\nalgorithms = [\"HS256\"]\nhs_secret_env = \"TEST_JWT_SECRET\"\n\

@@ -32,6 +32,8 @@ pub struct Recorded {
     pub path_and_query: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The body ended in an error (the sender aborted it) rather than at its end.
+    pub body_aborted: bool,
 }
 
 /// How the upstream answers.
@@ -163,11 +165,10 @@ async fn answer(
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     let on_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+    let (body, body_aborted) = match body.collect().await {
+        Ok(c) => (c.to_bytes(), false),
+        Err(_) => (Bytes::new(), true),
+    };
     let recorded = Recorded {
         method: parts.method.clone(),
         path_and_query: parts
@@ -177,6 +178,7 @@ async fn answer(
             .unwrap_or_default(),
         headers: parts.headers.clone(),
         body,
+        body_aborted,
     };
     st.recorded.lock().unwrap().push(recorded);
     st.count.send_modify(|c| *c += 1);

@@ -6,7 +6,7 @@ WITH c AS (
   WHERE true AND id = (SELECT id FROM approvals
               WHERE scope = @ID@ AND action = 'delete_workspace'
                 AND request_hash = md5(@ID@) AND requester = 'bench-agent'
-                AND status = 'approved' AND expires_at > now()
+                AND status = 'approved' AND expires_at > now() AND method IS NOT NULL
               ORDER BY decided_at DESC, id DESC LIMIT 1 FOR UPDATE SKIP LOCKED)
     AND status = 'approved' AND consumed_at IS NULL AND expires_at > now()
   RETURNING id),

@@ -14,5 +14,6 @@ mod hardening;
 mod proxy;
 mod reload;
 mod replicas;
+mod standin;
 mod store;
 mod wait;

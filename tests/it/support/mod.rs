@@ -5,4 +5,5 @@ pub mod admin;
 pub mod db;
 pub mod gateway;
 pub mod raw;
+pub mod standin;
 pub mod upstream;

@@ -210,7 +210,10 @@ func routeTable() []routeDef {
 // proxies, the route table, and the two catch-alls of the real router.
 func setupRouter(db *sql.DB, rec *recorder) *gin.Engine {
 	r := gin.New()
-	r.Use(captureMiddleware, gin.Recovery())
+	// gin.Default() is Logger + Recovery; the logger is left out. Of the
+	// real global chain (CORS, rate limiter, metrics, TenantGuard,
+	// SecurityHeaders) only TenantGuard is kept.
+	r.Use(captureMiddleware, gin.Recovery(), tenantGuard())
 	if err := r.SetTrustedProxies(nil); err != nil {
 		panic(err)
 	}

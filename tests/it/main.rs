@@ -11,6 +11,7 @@ mod bypass;
 mod cli;
 mod gate;
 mod hardening;
+mod molecule;
 mod proxy;
 mod reload;
 mod replicas;

@@ -134,11 +134,12 @@ func routeTable() []routeDef {
 		{"GET", ws + "/mcp/stream", tierWorkspace, ""},
 		{"POST", ws + "/mcp", tierWorkspace, ""},
 
-		{"GET", "/settings/secrets", tierAdmin, "★◆"},
+		// §3 marks the row ★◆, but §9 (secrets.go:302-328): the GET lists key names only.
+		{"GET", "/settings/secrets", tierAdmin, ""},
 		{"PUT", "/settings/secrets", tierAdmin, "★◆"},
 		{"POST", "/settings/secrets", tierAdmin, "★◆"},
 		{"DELETE", "/settings/secrets/:key", tierAdmin, "★"},
-		{"GET", "/admin/secrets", tierAdmin, "same handler as GET /settings/secrets (★◆)"},
+		{"GET", "/admin/secrets", tierAdmin, ""}, // same handler as GET /settings/secrets: key names only
 		{"POST", "/admin/secrets", tierAdmin, "same handler as POST /settings/secrets (★◆)"},
 		{"DELETE", "/admin/secrets/:key", tierAdmin, "★"},
 

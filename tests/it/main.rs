@@ -9,6 +9,7 @@ mod support;
 mod api;
 mod bypass;
 mod cli;
+mod differential;
 mod gate;
 mod hardening;
 mod molecule;

@@ -511,3 +511,93 @@ async fn every_destructive_route_of_the_server_has_a_rule_postgres() {
         "destructive routes without a rule: {missing:#?}"
     );
 }
+
+/// The session source's caches: a member stays recognised for `cache_ttl` after the control
+/// plane revokes the session, and is refused once it expires; a refusal is cached for
+/// `negative_cache_ttl`; a failure is never cached (503 each time, until the endpoint heals).
+#[tokio::test]
+async fn session_answers_are_cached_within_their_ttls() {
+    use approval_gateway::caller::session::{HttpSource, HttpSourceSettings};
+    use approval_gateway::caller::{CallerError, When};
+    use std::sync::Mutex;
+
+    let state = Arc::new(Mutex::new(200u16));
+    let asked = Arc::new(AtomicUsize::new(0));
+    let (st, n) = (Arc::clone(&state), Arc::clone(&asked));
+    let app = axum::Router::new().route(
+        "/member",
+        axum::routing::get(move || {
+            let (st, n) = (Arc::clone(&st), Arc::clone(&n));
+            async move {
+                n.fetch_add(1, Ordering::SeqCst);
+                let code = *st.lock().unwrap();
+                let status = axum::http::StatusCode::from_u16(code).unwrap();
+                (status, axum::Json(json!({"member": true, "user_id": "u1"})))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let ttl = std::time::Duration::from_millis(300);
+    let source = HttpSource::new(HttpSourceSettings {
+        url: format!("http://{addr}/member").parse().unwrap(),
+        forward_headers: vec![http::header::COOKIE],
+        timeout: std::time::Duration::from_secs(2),
+        cache_ttl: ttl,
+        negative_cache_ttl: ttl,
+        when: Some(When::Equals {
+            claim: "member".into(),
+            value: json!(true),
+        }),
+        subject_field: Some("user_id".into()),
+        subject_claim: "sub".into(),
+        claims: serde_json::Map::new(),
+    })
+    .unwrap();
+    let name: Arc<str> = Arc::from("cp-session");
+    let mut headers = http::HeaderMap::new();
+    headers.insert(http::header::COOKIE, "session=s1".parse().unwrap());
+    let lookup = || source.lookup(&name, &headers);
+    let until = |deadline: std::time::Instant| async move {
+        while std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+
+    let claims = lookup().await.unwrap().expect("a member");
+    assert_eq!(claims["sub"], "u1");
+    let cached_at = std::time::Instant::now();
+    *state.lock().unwrap() = 401; // the session is revoked at the control plane
+    assert!(lookup().await.unwrap().is_some(), "still cached");
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    until(cached_at + ttl + std::time::Duration::from_millis(50)).await;
+    assert!(
+        lookup().await.unwrap().is_none(),
+        "refused once the cache expired"
+    );
+    assert_eq!(asked.load(Ordering::SeqCst), 2);
+    assert!(lookup().await.unwrap().is_none(), "the refusal is cached");
+    assert_eq!(asked.load(Ordering::SeqCst), 2);
+
+    let mut other = http::HeaderMap::new();
+    other.insert(http::header::COOKIE, "session=s2".parse().unwrap());
+    *state.lock().unwrap() = 500;
+    for _ in 0..2 {
+        assert_eq!(
+            source.lookup(&name, &other).await.err(),
+            Some(CallerError::SourceUnavailable(Arc::clone(&name)))
+        );
+    }
+    assert_eq!(asked.load(Ordering::SeqCst), 4, "failures are not cached");
+    assert!(
+        source
+            .lookup(&name, &http::HeaderMap::new())
+            .await
+            .unwrap()
+            .is_none(),
+        "no forwarded header: not asked"
+    );
+    assert_eq!(asked.load(Ordering::SeqCst), 4);
+}

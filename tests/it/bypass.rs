@@ -255,3 +255,194 @@ async fn bodies_go_could_read_two_ways_are_refused() {
     assert!(gw.upstream.wait_for_requests(0).await.is_empty());
     gw.stop().await;
 }
+
+/// Request-target and method forms: the absolute form is gated like the origin form and
+/// reaches the upstream in origin form; a lower-case method is another method (gin routes
+/// `delete` nowhere), so it passes as the unknown method it is; `HEAD` is not `DELETE`.
+#[tokio::test]
+async fn request_target_and_method_forms() {
+    let gw = start("enforce", Backend::Sqlite, "").await;
+    let auth = raw::bearer(&agent());
+    let r = raw::send(
+        gw.proxy,
+        "DELETE",
+        b"http://elsewhere.example/workspaces/w1",
+        &[&auth],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 202, "absolute form: {}", r.body);
+    assert!(gw.upstream.wait_for_requests(0).await.is_empty());
+    let r = raw::send(gw.proxy, "delete", b"/workspaces/w1", &[&auth], b"").await;
+    assert_eq!(r.status, 200, "not the DELETE method: {}", r.body);
+    let seen = gw.upstream.wait_for_requests(1).await;
+    assert_eq!(
+        seen[0].method.as_str(),
+        "delete",
+        "the upstream sees the same method"
+    );
+    gw.stop().await;
+}
+
+/// Pipelined gated requests are each decided on their own: after one approval, two identical
+/// pipelined requests execute once.
+#[tokio::test]
+async fn pipelined_requests_consume_one_approval_once() {
+    let gw = start("enforce", Backend::Sqlite, "").await;
+    let agent = agent();
+    let one = format!(
+        "DELETE /workspaces/w1 HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {agent}\r\n\r\n"
+    );
+    let two = format!(
+        "{one}{}",
+        one.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n")
+    );
+    let text = raw::exchange(gw.proxy, two.as_bytes(), std::time::Duration::from_secs(10)).await;
+    assert_eq!(raw::statuses(&text), [202, 202], "{text}");
+    let id = text
+        .split("\"approval_id\":\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_owned();
+    approve_via_store(&gw, &id).await;
+    let text = raw::exchange(gw.proxy, two.as_bytes(), std::time::Duration::from_secs(10)).await;
+    assert_eq!(raw::statuses(&text), [200, 202], "{text}");
+    assert_eq!(gw.upstream.wait_for_requests(1).await.len(), 1);
+    gw.stop().await;
+}
+
+/// Smuggling shapes never reach the upstream as a second request, and a gated request hidden
+/// in a pass-through body stays a body.
+#[tokio::test]
+async fn smuggling_shapes_are_refused() {
+    let gw = start("enforce", Backend::Sqlite, "").await;
+    let agent = agent();
+    for head in [
+        "POST /h HTTP/1.1\r\nHost: gw\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST /h HTTP/1.1\r\nHost: gw\r\nContent-Length: 4\r\nContent-Length: 40\r\n\r\nbody",
+        "POST /h HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        "POST /h HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+        "POST /h HTTP/1.1\r\nHost: gw\r\nContent-Length: +4\r\n\r\nbody",
+    ] {
+        let smuggled = format!(
+            "{head}DELETE /workspaces/w1 HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {agent}\r\n\r\n"
+        );
+        let text =
+            raw::exchange(gw.proxy, smuggled.as_bytes(), std::time::Duration::from_secs(5)).await;
+        // Refused, or read one way (hyper: chunked wins over Content-Length and the connection
+        // closes after the answer), and then the DELETE behind it is either never read or
+        // gated like any other request.
+        let statuses = raw::statuses(&text);
+        assert!(
+            statuses.iter().skip(1).all(|s| *s == 202),
+            "{head:?}: {text}"
+        );
+    }
+    // Whatever the gateway made of those, no DELETE reached the upstream, and nothing it
+    // forwarded carries two framings the upstream could read otherwise.
+    let seen = gw.upstream.wait_for_requests(0).await;
+    assert!(
+        seen.iter().all(|r| r.method != reqwest::Method::DELETE),
+        "{seen:?}"
+    );
+    for r in &seen {
+        let cl = r.headers.get_all("content-length").iter().count();
+        let te = r.headers.contains_key("transfer-encoding");
+        assert!(cl <= 1 && !(cl == 1 && te), "{:?}", r.headers);
+    }
+    // A request inside a body is a body.
+    let inner = format!(
+        "DELETE /workspaces/w1 HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {agent}\r\n\r\n"
+    );
+    let outer = format!(
+        "POST /h HTTP/1.1\r\nHost: gw\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{inner}",
+        inner.len()
+    );
+    let text = raw::exchange(
+        gw.proxy,
+        outer.as_bytes(),
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(raw::statuses(&text), [200], "{text}");
+    let seen = gw.upstream.wait_for_requests(1).await;
+    assert!(seen.iter().all(|r| r.method == reqwest::Method::POST));
+    assert_eq!(&seen.last().unwrap().body[..], inner.as_bytes());
+    gw.stop().await;
+}
+
+/// Upgrades on a gated route: `h2c` and WebSocket do not skip the gate (the gateway speaks
+/// HTTP/1.1 only; an HTTP/2 preface is not a request).
+#[tokio::test]
+async fn upgrades_do_not_skip_the_gate() {
+    let gw = start("enforce", Backend::Sqlite, "").await;
+    let auth = raw::bearer(&agent());
+    for extra in [&b"Upgrade: h2c"[..], b"Upgrade: websocket"] {
+        let r = raw::send(
+            gw.proxy,
+            "DELETE",
+            b"/workspaces/w1",
+            &[
+                &auth,
+                b"Connection: Upgrade",
+                extra,
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+                b"Sec-WebSocket-Version: 13",
+                b"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA",
+            ],
+            b"",
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            202,
+            "{:?}: {}",
+            String::from_utf8_lossy(extra),
+            r.body
+        );
+    }
+    let text = raw::exchange(
+        gw.proxy,
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    assert!(!text.contains(" 200 "), "{text}");
+    assert!(gw.upstream.wait_for_requests(0).await.is_empty());
+    gw.stop().await;
+}
+
+/// A large head is decided like any other; a giant one is refused before anything is decided
+/// or forwarded.
+#[tokio::test]
+async fn giant_heads_are_refused() {
+    let gw = start("enforce", Backend::Sqlite, "").await;
+    let auth = raw::bearer(&agent());
+    let large = format!("X-Filler: {}", "a".repeat(100 * 1024));
+    let r = raw::send(
+        gw.proxy,
+        "DELETE",
+        b"/workspaces/w1",
+        &[&auth, large.as_bytes()],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 202, "a large head is still gated");
+    let giant = format!("X-Filler: {}", "a".repeat(1024 * 1024));
+    let r = raw::send(
+        gw.proxy,
+        "DELETE",
+        b"/workspaces/w1",
+        &[&auth, giant.as_bytes()],
+        b"",
+    )
+    .await;
+    assert!(
+        r.status == 431 || r.status == 400 || r.status == 0,
+        "{}",
+        r.status
+    );
+    assert!(gw.upstream.wait_for_requests(0).await.is_empty());
+    gw.stop().await;
+}

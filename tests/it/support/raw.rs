@@ -60,3 +60,20 @@ pub async fn send(
 pub fn bearer(token: &str) -> Vec<u8> {
     format!("Authorization: Bearer {token}").into_bytes()
 }
+
+/// Write `bytes` as they are, then read until the gateway closes (or `wait` passes); returns
+/// everything read, lossily as text.
+pub async fn exchange(addr: SocketAddr, bytes: &[u8], wait: std::time::Duration) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status codes of every response in `text`, in order.
+pub fn statuses(text: &str) -> Vec<u16> {
+    text.match_indices("HTTP/1.1 ")
+        .filter_map(|(i, _)| text.get(i + 9..i + 12)?.parse().ok())
+        .collect()
+}

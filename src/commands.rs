@@ -54,6 +54,15 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
     config::load(path, &env).map_err(|errors| anyhow::anyhow!("{}: {errors}", path.display()))
 }
 
+/// The config as the break-glass CLI needs it: the store and the TTLs. The gate's env (the
+/// flag, the JWT secret, token sources' URLs) is not read, so a broken or absent gate setup
+/// never keeps an operator from the approvals.
+fn load_for_store(path: &std::path::Path) -> anyhow::Result<Config> {
+    let store_only = |key: &str| (key != crate::gate::Mode::ENV).then(|| env(key)).flatten();
+    config::load(path, &store_only)
+        .map_err(|errors| anyhow::anyhow!("{}: {errors}", path.display()))
+}
+
 fn scheme(url: &str) -> &str {
     url.split(':').next().unwrap_or("?")
 }
@@ -104,7 +113,7 @@ pub async fn shutdown_signal() {
 }
 
 async fn approvals(path: &std::path::Path, command: ApprovalsCommand) -> anyhow::Result<ExitCode> {
-    let config = load(path)?;
+    let config = load_for_store(path)?;
     let store = Store::open(&config.store.url)?;
     store
         .backend()
@@ -122,7 +131,12 @@ async fn approvals(path: &std::path::Path, command: ApprovalsCommand) -> anyhow:
         } => {
             let status = match status.as_deref() {
                 None => None,
-                Some(s) => Some(Status::parse(s).with_context(|| format!("unknown status {s:?}"))?),
+                Some(s) => Some(Status::parse(s).with_context(|| {
+                    format!(
+                        "unknown status {s:?}; use one of pending, approved, denied, expired, \
+                         consumed, withdrawn"
+                    )
+                })?),
             };
             let filter = ListFilter {
                 status,

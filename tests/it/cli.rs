@@ -186,3 +186,30 @@ fn hash_prints_the_upstream_compatible_request_hash() {
     let (ok, _, err) = run(&["hash", "--scope", "ws", "--action", "a", "--context", "[1]"]);
     assert!(!ok && err.contains("JSON object"), "{err}");
 }
+
+/// The break-glass CLI needs only the store: a gate flag it cannot use, or one whose secrets
+/// are not in this shell, does not stop it; a bad status names the valid ones.
+#[test]
+fn the_cli_needs_only_the_store() {
+    let path = config_file(&sqlite_url());
+    let path = path.to_str().unwrap();
+    for flag in ["enforce", "maybe"] {
+        let out = bin()
+            .env("MOLECULE_PLATFORM_APPROVAL_GATE", flag)
+            .env_remove("GATEWAY_JWT_SECRET")
+            .args(["approvals", "list", "--config", path])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{flag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (ok, _, err) = run(&["approvals", "list", "--status", "bogus", "--config", path]);
+    assert!(!ok);
+    assert!(
+        err.contains("pending, approved, denied, expired, consumed, withdrawn"),
+        "{err}"
+    );
+}

@@ -114,6 +114,7 @@ pub async fn shutdown_signal() {
 
 async fn approvals(path: &std::path::Path, command: ApprovalsCommand) -> anyhow::Result<ExitCode> {
     let config = load_for_store(path)?;
+    probe_postgres(&config.store.url).await?;
     let store = Store::open(&config.store.url)?;
     store
         .backend()
@@ -182,6 +183,24 @@ async fn approvals(path: &std::path::Path, command: ApprovalsCommand) -> anyhow:
         ApprovalsCommand::Deny(args) => return decide(&config, &store, args, VoteKind::Deny).await,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One direct connection to a Postgres store, so that an unreachable one is reported with its
+/// cause (connection refused, unknown host, authentication) rather than the pool's timeout.
+async fn probe_postgres(url: &str) -> anyhow::Result<()> {
+    use sqlx::Connection as _;
+    if !url.starts_with("postgres") {
+        return Ok(());
+    }
+    let connect = sqlx::PgConnection::connect(url);
+    match tokio::time::timeout(std::time::Duration::from_secs(10), connect).await {
+        Ok(Ok(c)) => {
+            let _ = c.close().await;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(anyhow::anyhow!("cannot connect to the Postgres store: {e}")),
+        Err(_) => bail!("cannot connect to the Postgres store: no answer within 10 s"),
+    }
 }
 
 /// Marks an approval whose reason and context the requesting agent wrote (empty otherwise).

@@ -34,12 +34,15 @@ pub async fn healthz() -> &'static str {
 
 /// 200 once migrations are applied and the store answers a ping; 503 problem otherwise.
 pub async fn readyz(State(st): State<AdminState>) -> Result<&'static str, ApiError> {
+    let ping = st.store.backend().ping().await;
     if !st.store.is_ready() {
-        return Err(ApiError::NotReady(
-            "the approval store is not ready (migrations not applied yet)",
-        ));
+        // Say what is wrong: a store that is down is not one waiting for its migrations.
+        return Err(ApiError::NotReady(match ping {
+            Ok(()) => "the approval store is reachable but not ready (migrations not applied yet)",
+            Err(_) => "the approval store is unreachable",
+        }));
     }
-    match st.store.backend().ping().await {
+    match ping {
         Ok(()) => Ok("ready\n"),
         Err(e) => {
             tracing::warn!(error = %e, "readyz: store ping failed");

@@ -213,3 +213,13 @@ fn the_cli_needs_only_the_store() {
         "{err}"
     );
 }
+
+/// An unreachable Postgres store is reported once, with its cause, not as a pool timeout.
+#[test]
+fn an_unreachable_store_is_reported_with_its_cause() {
+    let path = config_file("postgres://postgres@127.0.0.1:1/none");
+    let (ok, _, err) = run(&["approvals", "list", "--config", path.to_str().unwrap()]);
+    assert!(!ok);
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
+    assert!(!err.contains("pool timed out"), "{err}");
+}

@@ -472,6 +472,11 @@ async fn store_down_gated_routes_are_503_while_pass_through_keeps_working() {
     );
     let ready = gw.client.get(gw.admin_url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let detail = ready.text().await.unwrap();
+    assert!(
+        detail.contains("unreachable"),
+        "says the store is down: {detail}"
+    );
     gw.stop().await;
 }
 

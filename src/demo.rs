@@ -49,8 +49,23 @@ pub async fn run() -> anyhow::Result<ExitCode> {
         &secret,
         json!({"sub": "alice", "cp_session_actor": "session:alice"}),
     )?;
-    print_walkthrough(app.proxy_addr(), app.admin_addr(), &agent, &human);
-    app.run(crate::commands::shutdown_signal()).await?;
+    // The operator CLI works on the demo's store through a config file naming it.
+    let cli_config = dir.join("demo-store.toml");
+    std::fs::write(&cli_config, format!("[store]\nurl = \"sqlite://{db}\"\n"))
+        .with_context(|| format!("writing {}", cli_config.display()))?;
+    print_walkthrough(
+        app.proxy_addr(),
+        app.admin_addr(),
+        &agent,
+        &human,
+        &cli_config,
+    );
+    let ran = app.run(crate::commands::shutdown_signal()).await;
+    // A throwaway store: gone with the demo, on Ctrl-C too.
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not remove the demo's directory");
+    }
+    ran?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -123,7 +138,14 @@ fn mint(secret: &str, mut claims: serde_json::Value) -> anyhow::Result<String> {
     )?)
 }
 
-fn print_walkthrough(proxy: SocketAddr, admin: SocketAddr, agent: &str, human: &str) {
+fn print_walkthrough(
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    agent: &str,
+    human: &str,
+    cli_config: &std::path::Path,
+) {
+    let cli_config = cli_config.display();
     println!(
         r#"
 approval-gateway demo — gate ON, echo upstream, throwaway SQLite store. Ctrl-C to stop.
@@ -145,6 +167,9 @@ approval-gateway demo — gate ON, echo upstream, throwaway SQLite store. Ctrl-C
 4. Retry again — a new 202: each approval authorises exactly one call.
    Anything else passes straight through:
      curl -i http://{proxy}/workspaces/ws-1
+5. The operator CLI on this demo's store (removed when the demo stops):
+     approval-gateway approvals list --config {cli_config}
+     approval-gateway approvals approve <approval_id> --as alice --config {cli_config}
 "#
     );
 }

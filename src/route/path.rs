@@ -8,8 +8,8 @@
 //! Segments are always split on `/`, empty segments are dropped (so `//` collapses and one — or
 //! any — trailing slash is ignored: gin redirects `/x/` to `/x`), and matching is case-sensitive.
 //!
-//! **Clean path.** A path with no `%`, no `\`, no NUL and no `.`/`..` segment needs no decoding:
-//! its segments are borrowed straight from the raw string.
+//! **Clean path.** A path with no `%`, no `\`, no NUL, no `.`/`..` segment and no `//` needs no
+//! decoding: its segments are borrowed straight from the raw string.
 //!
 //! **Readings (fail closed).** Otherwise the path is decoded under every plausible interpretation,
 //! and the route table tries each reading in order; the first reading that matches any route wins.
@@ -28,7 +28,9 @@
 //! - NUL (`%00`) present: the path truncated at the first NUL (C-string consumers);
 //! - a `.` present: dot segments removed per RFC 3986 §5.2.4 *before* collapsing slashes
 //!   (`/a//../b` → `/a/b` rather than `/b`), and dot segments kept as literal segments (gin itself
-//!   does not clean paths, so `/workspaces/..` reaches it with id `..`).
+//!   does not clean paths, so `/workspaces/..` reaches it with id `..`);
+//! - `//` or `%2F` present: gin's exact reading, empty segments kept, so that `/orgs//plugins`
+//!   matches `/orgs/{id}/plugins` with an empty id, as gin dispatches it.
 //!
 //! Every combination of the relevant alternatives is produced (at most 24, deduplicated); double
 //! encoding (`%252e`) is decoded once only, like the upstream.
@@ -54,6 +56,8 @@ pub fn needs_normalisation(raw: &str) -> bool {
     while i < b.len() {
         match b[i] {
             b'%' | b'\\' | 0 => return true,
+            // An empty segment inside the path: gin matches `{param}` against it.
+            b'/' if b.get(i + 1) == Some(&b'/') => return true,
             b'.' if i == 0 || b[i - 1] == b'/' => {
                 let dots = if b.get(i + 1) == Some(&b'.') { 2 } else { 1 };
                 if matches!(b.get(i + dots), None | Some(b'/')) {
@@ -181,6 +185,9 @@ struct Reading {
     /// The path ends at the first NUL.
     nul_ends: bool,
     dots: Dots,
+    /// Empty segments are kept (gin's exact reading): only the piece before the leading `/`
+    /// is dropped.
+    keep_empty: bool,
 }
 
 impl Reading {
@@ -217,10 +224,20 @@ impl Reading {
                             backslash_splits,
                             nul_ends,
                             dots,
+                            keep_empty: false,
                         });
                     }
                 }
             }
+        }
+        if raw.contains("//") || lower.contains("%2f") {
+            all.push(Reading {
+                encoded_slash_splits: true,
+                backslash_splits: false,
+                nul_ends: false,
+                dots: Dots::Kept,
+                keep_empty: true,
+            });
         }
         all
     }
@@ -228,6 +245,14 @@ impl Reading {
     /// Decode `raw` under this reading into its final segment list.
     fn apply(self, raw: &str) -> Vec<String> {
         let pieces = self.split_decoded(raw);
+        if self.keep_empty {
+            let skip = usize::from(raw.starts_with('/'));
+            return pieces
+                .into_iter()
+                .skip(skip)
+                .map(|p| String::from_utf8_lossy(&p).into_owned())
+                .collect();
+        }
         let mut segs: Vec<String> = Vec::with_capacity(pieces.len());
         for piece in pieces {
             let s = String::from_utf8_lossy(&piece).into_owned();
@@ -296,7 +321,7 @@ mod tests {
         for raw in [
             "/",
             "/workspaces/x",
-            "//workspaces/x/",
+            "/workspaces/x/",
             "/a.b/.c/..d",
             "/workspaces/x?",
         ] {
@@ -317,6 +342,7 @@ mod tests {
         let by_definition = |raw: &str| {
             raw.bytes().any(|b| matches!(b, b'%' | b'\\' | 0))
                 || raw.split('/').any(|s| s == "." || s == "..")
+                || raw.contains("//")
         };
         let alphabet = ['/', '.', 'a', '%', '\\', '\0'];
         let mut raw = String::new();
@@ -361,14 +387,20 @@ mod tests {
     #[test]
     fn ambiguous_paths_get_every_plausible_reading_primary_first() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        let cases: [(&str, Vec<Vec<String>>); 5] = [
+        let cases: [(&str, Vec<Vec<String>>); 6] = [
             ("/w/a%2Fb", vec![s(&["w", "a", "b"]), s(&["w", "a/b"])]),
+            ("/o//p", vec![s(&["o", "p"]), s(&["o", "", "p"])]),
             ("/w/a\\b", vec![s(&["w", "a\\b"]), s(&["w", "a", "b"])]),
             ("/w/a%00/b", vec![s(&["w", "a\0", "b"]), s(&["w", "a"])]),
             ("/w/x/..", vec![s(&["w"]), s(&["w", "x", ".."])]),
             (
                 "/a//../b",
-                vec![s(&["b"]), s(&["a", "b"]), s(&["a", "..", "b"])],
+                vec![
+                    s(&["b"]),
+                    s(&["a", "b"]),
+                    s(&["a", "..", "b"]),
+                    s(&["a", "", "..", "b"]),
+                ],
             ),
         ];
         for (raw, want) in cases {

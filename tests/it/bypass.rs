@@ -120,6 +120,12 @@ action = "file_delete"
 method = "DELETE"
 path = "/workspaces/{id}/files/{*path}"
 scope = "{path.id}"
+
+[[routes]]
+action = "plugin_allowlist_write"
+method = "PUT"
+path = "/orgs/{id}/plugins/allowlist"
+scope = "{path.id}"
 "#;
     let gw = start("enforce", Backend::Sqlite, extra).await;
     let auth = raw::bearer(&agent());
@@ -133,6 +139,17 @@ scope = "{path.id}"
         assert_eq!(r.status, 400, "{target}: {}", r.body);
         assert!(r.body.contains("ambiguous-path"), "{target}");
     }
+    // gin matches `{id}` against the empty segment of `/orgs//plugins/allowlist` and runs the
+    // handler; a reading that dropped it matched no rule and let it pass.
+    let r = raw::send(
+        gw.proxy,
+        "PUT",
+        b"/orgs//plugins/allowlist",
+        &[&auth],
+        b"{}",
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
     assert!(gw.upstream.wait_for_requests(0).await.is_empty());
     gw.stop().await;
 }

@@ -91,6 +91,7 @@ fn variants(concrete: &str) -> Vec<String> {
         out.push(with(format!("{original}%C3%A9")));
         out.push(with(format!("{original}%FF")));
         out.push(with(original.to_uppercase()));
+        out.push(with(String::new())); // gin matches `:param` against an empty segment
         if let Some(c) = original.chars().next().filter(char::is_ascii_alphanumeric) {
             out.push(with(format!("%{:02X}{}", c as u32, &original[1..])));
         }

@@ -1,7 +1,7 @@
 //! A recording fake upstream: a hyper server on port 0 that records every request (method,
 //! path+query bytes, headers, body) and answers as told — a fixed reply, a streamed reply that
-//! pauses after its first chunk, a held reply (until `release`), or a WebSocket echo for
-//! requests asking `Upgrade: websocket`.
+//! pauses after its first chunk, a held reply (until `release`), a slow one, one cut short
+//! mid-body, or a WebSocket echo for requests asking `Upgrade: websocket`.
 #![allow(clippy::unwrap_used)]
 
 use std::convert::Infallible;
@@ -50,6 +50,11 @@ pub enum Reply {
     Hold,
     /// Records the request, then closes the connection without answering (a crash mid-request).
     Drop,
+    /// Waits this long, then answers 200 `ok` (a slow upstream).
+    Delay(std::time::Duration),
+    /// Answers 200 with `Content-Length: 64` but only 8 bytes of body, then closes the
+    /// connection (a crash mid-response).
+    Cut,
 }
 
 struct State {
@@ -204,6 +209,21 @@ async fn answer(
         }
         Reply::Drop => {
             return Err(std::io::Error::other("told to drop the connection"));
+        }
+        Reply::Delay(delay) => {
+            tokio::time::sleep(delay).await;
+            Response::new(Full::new(Bytes::from_static(b"ok")).boxed())
+        }
+        Reply::Cut => {
+            // A body of unknown length (so hyper trusts the declared one) that ends 56 bytes
+            // early: hyper finds it short and closes the connection mid-response.
+            let chunk = futures_util::stream::iter([Ok::<_, Infallible>(Frame::data(
+                Bytes::from_static(b"partial!"),
+            ))]);
+            let mut resp = Response::new(BodyExt::boxed(StreamBody::new(chunk)));
+            resp.headers_mut()
+                .insert("content-length", HeaderValue::from_static("64"));
+            resp
         }
         Reply::Hold => {
             let _ = released.wait_for(|r| *r).await;

@@ -347,7 +347,7 @@ pub async fn gated_caller(sh: Arc<Shared>, subject: String, mut rng: Rng) {
                 return;
             };
             match sent.status() {
-                Some(202) => tokio::time::sleep(rng.millis(20, 120)).await,
+                Some(202) => tokio::time::sleep(rng.millis(10, 60)).await,
                 // Forwarded (whatever the upstream said), denied while waiting, or withdrawn.
                 Some(s) if s < 300 || s == 403 || s == 409 || s == 500 => break,
                 // 502/504 after consuming (the approval is spent) or a store 503: a new try.

@@ -216,11 +216,21 @@ async fn answer(
         }
         Reply::Cut => {
             // A body of unknown length (so hyper trusts the declared one) that ends 56 bytes
-            // early: hyper finds it short and closes the connection mid-response.
-            let chunk = futures_util::stream::iter([Ok::<_, Infallible>(Frame::data(
-                Bytes::from_static(b"partial!"),
-            ))]);
-            let mut resp = Response::new(BodyExt::boxed(StreamBody::new(chunk)));
+            // early, after a pause that lets the head and first bytes go out: hyper finds it
+            // short and closes the connection mid-response.
+            let frames = futures_util::stream::unfold(0u8, |i| async move {
+                match i {
+                    0 => Some((
+                        Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"partial!"))),
+                        1,
+                    )),
+                    _ => {
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        None
+                    }
+                }
+            });
+            let mut resp = Response::new(BodyExt::boxed(StreamBody::new(frames)));
             resp.headers_mut()
                 .insert("content-length", HeaderValue::from_static("64"));
             resp

@@ -24,8 +24,15 @@ pub async fn authenticate(
         return Err(ApiError::MissingCredential);
     }
     match callers.classify(headers, now_unix).await {
-        // A bearer no source recognised (no class, no subject, no claims) proves nobody.
-        Ok(c) if c.class.is_none() && c.subject.is_none() && c.claims.is_empty() => {
+        // A bearer no source recognised proves nobody.
+        Ok(c) if !c.recognised => Err(ApiError::BadCredential),
+        // Requesters and approvers are told apart by their subject: a gated or approver
+        // credential without one would share an identity (its class name) with every other.
+        Ok(c) if c.subject.is_none() && (c.is_gated() || c.is_approver()) => {
+            tracing::info!(
+                caller = c.class_name(),
+                "admin API: credential without a subject refused"
+            );
             Err(ApiError::BadCredential)
         }
         Ok(c) => Ok(c),

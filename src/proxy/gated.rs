@@ -61,6 +61,21 @@ pub(super) async fn handle(
             return resp;
         }
     }
+    // An approval is bound to its requester: a gated credential that names nobody (no
+    // `subject_claim`) would share one requester, the class name, with every other such
+    // credential, and so each other's approvals.
+    if caller.is_gated() && caller.subject.is_none() {
+        count(shared, note, action, Outcome::unauthorized);
+        tracing::warn!(
+            action,
+            caller = caller.class_name(),
+            "gated credential without a subject refused"
+        );
+        return ProxyError::Unauthorized(Cow::Borrowed(
+            "the gated credential names no subject, so no approval can be bound to its caller",
+        ))
+        .into_response();
+    }
     // The gate decides on the path it forwards: a gated caller's path must have one reading.
     let path = match route::path::plain(parts.uri.path()) {
         Ok(path) => path.into_owned(),
@@ -434,7 +449,7 @@ fn new_approval(g: Gated, caller: &Caller, parts: &request::Parts) -> NewApprova
 fn record_upstream(shared: &Shared, id: ApprovalId, result: UpstreamResult) {
     let store = shared.store.clone();
     let metrics = Arc::clone(&shared.metrics);
-    tokio::spawn(async move {
+    shared.background.spawn(async move {
         if let Err(e) = store
             .backend()
             .record_upstream(id, result, Utc::now())

@@ -124,6 +124,9 @@ async fn serve_shard(
         );
     }
     conns.shutdown().await;
+    // What requests left to finish after their answer (the upstream's result of a consumed
+    // approval): recorded before the shard's runtime, and its tasks, go away.
+    proxy.finish_background(drain).await;
 }
 
 /// The next connection another shard handed to this one (pending forever without a link).

@@ -61,6 +61,9 @@ pub(crate) struct Shared {
     /// Routes, guards, callers and gate settings; swapped whole on reload, read lock-free.
     policy: Arc<ArcSwap<Policy>>,
     store: Store,
+    /// Work a request leaves running after its answer (recording a consumed approval's
+    /// upstream result); a stopping shard waits for it ([`Proxy::finish_background`]).
+    background: tokio_util::task::TaskTracker,
 }
 
 impl Proxy {
@@ -76,7 +79,24 @@ impl Proxy {
                 metrics,
                 policy,
                 store,
+                background: tokio_util::task::TaskTracker::new(),
             }),
+        }
+    }
+
+    /// Wait (at most `within`) for the work requests left running after their answers, so a
+    /// stopping shard does not drop a consumed approval's upstream result with its runtime.
+    pub async fn finish_background(&self, within: Duration) {
+        let background = &self.shared.background;
+        background.close();
+        if tokio::time::timeout(within, background.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = background.len(),
+                "stopping before every upstream result was recorded"
+            );
         }
     }
 

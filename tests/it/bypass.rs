@@ -463,3 +463,23 @@ async fn giant_heads_are_refused() {
     assert!(gw.upstream.wait_for_requests(0).await.is_empty());
     gw.stop().await;
 }
+
+/// A gated credential that names nobody would share its requester (the class name) with every
+/// other such credential, and so their approvals: it is refused.
+#[tokio::test]
+async fn a_gated_credential_without_a_subject_is_refused() {
+    let gw = start("enforce", Backend::Sqlite, "").await;
+    let nameless = token(json!({"org_token_id": "tok-x"}));
+    let r = del(&gw, "/workspaces/w1", &nameless).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let listed = gw
+        .client
+        .get(format!("http://{}/v1/approvals", gw.admin))
+        .bearer_auth(&nameless)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), StatusCode::UNAUTHORIZED, "the API refuses it too");
+    assert!(gw.upstream.wait_for_requests(0).await.is_empty());
+    gw.stop().await;
+}

@@ -392,7 +392,14 @@ async fn decide_guard_revocation_and_unanchored_tokens_postgres() {
     let (org, org_id) = insert_org_token_with_id(&s.pool, Some(w), false).await;
     // The workspace's own token by another route: chat attachments read /configs as root.
     let download = format!("/workspaces/{w}/chat/download?path=/configs/.auth_token");
-    let r = raw::send(s.gw.proxy, "GET", download.as_bytes(), &[&bearer(&org)], b"").await;
+    let r = raw::send(
+        s.gw.proxy,
+        "GET",
+        download.as_bytes(),
+        &[&bearer(&org)],
+        b"",
+    )
+    .await;
     assert_eq!(r.status, 403, "{}", r.body);
     let decide = format!("/workspaces/{w}/approvals/{}/decide", uuid::Uuid::new_v4());
     let r = raw::send(

@@ -23,13 +23,12 @@ pub struct Evidence<'a> {
     pub strict_shutdown: bool,
 }
 
-/// KNOWN BUG (reported, not fixed here): the upstream result of a consumed approval is recorded
-/// by a task spawned on the proxy shard's runtime (`proxy/gated.rs` `record_upstream`); on a
-/// graceful stop each shard's runtime is dropped as soon as that shard's own connections have
-/// drained, cancelling the task if it has not finished. The approval then stays `consumed` with
-/// neither `upstream_status` nor `upstream_error` and no `upstream` audit event, although the
-/// upstream executed the request and the client got its answer. Allowed (and printed) only for
-/// requests answered by a replica around its stop, unless `SOAK_STRICT_SHUTDOWN=1`.
+/// A bug the soak found, since fixed: the upstream result of a consumed approval is recorded by
+/// a task spawned on the proxy shard's runtime (`proxy/gated.rs` `record_upstream`), and a
+/// graceful stop dropped the runtime, and the task, once the shard's connections had drained:
+/// the approval stayed `consumed` without `upstream_status`, `upstream_error` or `upstream`
+/// event. Shards now wait for those tasks (`Proxy::finish_background`), and the soak runs with
+/// `strict_shutdown` always on; the lenient path stays for bisecting an older binary.
 pub const SHUTDOWN_BUG: &str = "upstream result lost when the replica stopped";
 
 /// Window before a stop began in which a forwarded request's record may still be in flight.

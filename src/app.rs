@@ -151,6 +151,14 @@ impl App {
             let stop = stopped(stop_rx.clone());
             async move { store.migrate_until_ready(stop).await }
         });
+        let notifier = crate::notify::spawn(
+            self.config.notify.clone(),
+            self.store.clone(),
+            Arc::clone(&self.policy),
+            Arc::clone(&self.metrics),
+            stopped(stop_rx.clone()),
+        )
+        .context("starting notifications")?;
         let sweeper = tokio::spawn(sweep(
             self.store.clone(),
             Arc::clone(&self.metrics),
@@ -195,6 +203,9 @@ impl App {
         }
         migrator.abort();
         sweeper.abort();
+        if let Some(task) = notifier {
+            task.abort();
+        }
         tracing::info!("approval-gateway stopped");
         Ok(())
     }

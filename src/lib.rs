@@ -23,6 +23,7 @@ pub mod store;
 pub mod config;
 pub mod reload;
 pub mod metrics;
+pub mod notify;
 pub mod api;
 pub mod app;
 pub mod cli;

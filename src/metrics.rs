@@ -18,6 +18,7 @@ pub const STORE_ERRORS: &str = "approval_gateway_store_errors";
 pub const GATE_MODE: &str = "approval_gateway_gate_mode";
 pub const CONFIG_RELOADS: &str = "approval_gateway_config_reloads";
 pub const REQUESTS_WAITING: &str = "approval_gateway_requests_waiting";
+pub const NOTIFY_FAILURES: &str = "approval_gateway_notify_failures";
 
 /// `outcome` label of `approval_gateway_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
@@ -81,6 +82,12 @@ pub struct KindLabels {
     pub kind: UpstreamErrorKind,
 }
 
+/// `target` of the notification metrics: a `[[notify]]` entry's name or index (bounded by config).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TargetLabels {
+    pub target: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
@@ -102,6 +109,8 @@ pub struct Metrics {
     pub config_reloads: Family<ResultLabels, Counter>,
     /// Gated requests currently held open by `Prefer: wait` on this replica.
     pub requests_waiting: Gauge,
+    /// Notification tries that failed and notifications dropped (SPEC §11).
+    pub notify_failures: Family<TargetLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -169,6 +178,13 @@ impl Metrics {
             "Gated requests held open waiting for a decision (Prefer: wait)",
             requests_waiting.clone(),
         );
+        let notify_failures = Family::<TargetLabels, Counter>::default();
+        registry.register(
+            NOTIFY_FAILURES,
+            "Notification tries that failed (error, timeout, non-2xx) and notifications dropped \
+             on a full queue, by [[notify]] target",
+            notify_failures.clone(),
+        );
         let passthrough = requests
             .get_or_create(&RequestLabels {
                 route: "none".to_owned(),
@@ -187,7 +203,17 @@ impl Metrics {
             gate_mode,
             config_reloads,
             requests_waiting,
+            notify_failures,
         }
+    }
+
+    /// Add `n` to `approval_gateway_notify_failures_total{target}` (0 creates the series).
+    pub fn notify_failures(&self, target: &str, n: u64) {
+        self.notify_failures
+            .get_or_create(&TargetLabels {
+                target: target.to_owned(),
+            })
+            .inc_by(n);
     }
 
     pub fn request(&self, route: &str, outcome: Outcome) {
@@ -242,12 +268,13 @@ impl Metrics {
     }
 }
 
-const COUNTERS: [&str; 5] = [
+const COUNTERS: [&str; 6] = [
     REQUESTS,
     UPSTREAM_ERRORS,
     APPROVALS,
     STORE_ERRORS,
     CONFIG_RELOADS,
+    NOTIFY_FAILURES,
 ];
 
 /// `# HELP <counter> …` / `# TYPE <counter> counter` → (prefix, name, rest).
@@ -276,6 +303,7 @@ mod tests {
         m.store_errors.inc();
         m.gate_mode.set(2);
         m.passthrough.inc();
+        m.notify_failures("0", 2);
         let text = m.encode();
         for needle in [
             "approval_gateway_requests_total{route=\"delete_workspace\",outcome=\"pending\"} 1",
@@ -284,6 +312,8 @@ mod tests {
             "approval_gateway_upstream_errors_total{kind=\"timeout\"} 1",
             "approval_gateway_store_errors_total 1",
             "approval_gateway_gate_mode 2",
+            "approval_gateway_notify_failures_total{target=\"0\"} 2",
+            "# TYPE approval_gateway_notify_failures_total counter",
             "approval_gateway_upstream_request_duration_seconds_bucket",
             "# TYPE approval_gateway_requests_total counter",
             "# HELP approval_gateway_store_errors_total ",

@@ -205,6 +205,7 @@ pub(crate) const TOP_LEVEL: &[&str] = &[
     "routes",
     "guards",
     "token_sources",
+    "notify",
 ];
 
 /// Read the key/value tables (`[listen]`, `[upstream]`, `[store]`, `[gate]`); the arrays and

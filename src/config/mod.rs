@@ -23,6 +23,7 @@ use std::time::Duration;
 mod auth;
 mod callers;
 mod file;
+mod notify;
 mod routes;
 #[cfg(test)]
 mod tests;
@@ -45,6 +46,8 @@ pub struct Config {
     pub upstream: Upstream,
     pub store: StoreSettings,
     pub policy: Arc<Policy>,
+    /// `[[notify]]` targets (SPEC §11), in file order. Not hot-reloaded: a change needs a restart.
+    pub notify: Vec<crate::notify::NotifyTarget>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,7 +162,7 @@ impl Config {
         let scheme = self.store.url.split(':').next().unwrap_or("?");
         format!(
             "gate mode {}; proxy {} admin {}; upstream {}; store {scheme}; {} route(s), {} guard(s), \
-             {} caller class(es), jwt {}, {} token source(s)",
+             {} caller class(es), jwt {}, {} token source(s), {} notify target(s)",
             p.gate.mode.as_str(),
             self.listen.proxy,
             self.listen.admin,
@@ -169,6 +172,7 @@ impl Config {
             p.callers.classes.len(),
             if p.callers.jwt.is_some() { "on" } else { "off" },
             p.callers.sources.len(),
+            self.notify.len(),
         )
     }
 }

@@ -444,3 +444,58 @@ fn jwks_url_alone_is_enough_for_asymmetric_algorithms() {
         Some("https://idp.example/.well-known/jwks.json")
     );
 }
+
+#[test]
+fn notify_targets_compile_with_defaults_and_secrets_from_env() {
+    let c = ok(
+        "[[notify]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:7000/hook\"\nsecret_env = \"S\"\n\
+         [[notify]]\nkind = \"slack\"\nurl_env = \"SLACK_URL\"\nevents = [\"requested\", \"denied\"]\nname = \"ops\"\n",
+        &[("S", "k3y"), ("SLACK_URL", "https://hooks.slack.com/services/T/B/x")],
+    );
+    assert_eq!(c.notify.len(), 2);
+    let (w, s) = (&c.notify[0], &c.notify[1]);
+    assert_eq!(w.label, "0");
+    assert_eq!(w.kind, crate::notify::NotifyKind::Webhook);
+    assert_eq!(w.secret.as_deref(), Some(&b"k3y"[..]));
+    assert_eq!(w.events.len(), 7, "default: every transition");
+    assert_eq!(s.label, "ops");
+    assert_eq!(s.kind, crate::notify::NotifyKind::Slack);
+    assert_eq!(
+        s.events,
+        vec![
+            crate::store::EventKind::Requested,
+            crate::store::EventKind::Denied
+        ]
+    );
+    let shown = format!("{:?} {}", c.notify, c.summary());
+    assert!(
+        !shown.contains("k3y") && !shown.contains("/services/"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn notify_problems_name_table_and_key() {
+    let errs = errors(
+        "[[notify]]\nkind = \"email\"\nurl = \"ftp://x\"\nevents = [\"requested\", \"voted\"]\ncolour = 1\n\
+         [[notify]]\nkind = \"slack\"\nsecret_env = \"S\"\n\
+         [[notify]]\nkind = \"webhook\"\nurl = \"http://a\"\nurl_env = \"U\"\n\
+         [[notify]]\nurl_env = \"UNSET\"\nsecret_env = \"UNSET_TOO\"\n",
+        &[("S", "x")],
+    );
+    let at: Vec<&str> = errs.iter().map(|e| e.at.as_str()).collect();
+    for want in [
+        "notify[0].colour",
+        "notify[0].kind",
+        "notify[0].url",
+        "notify[0].events[1]",
+        "notify[1].url",
+        "notify[1].secret_env",
+        "notify[2].url",
+        "notify[3].kind",
+        "notify[3].url_env",
+        "notify[3].secret_env",
+    ] {
+        assert!(at.contains(&want), "missing {want} in {errs:?}");
+    }
+}

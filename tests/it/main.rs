@@ -13,6 +13,7 @@ mod differential;
 mod gate;
 mod hardening;
 mod molecule;
+mod notify;
 mod proxy;
 mod reload;
 mod replicas;

@@ -115,18 +115,25 @@ async fn gated_delete(gw: &Gateway, ws: &str) -> (StatusCode, Value) {
 
 #[tokio::test]
 async fn webhook_is_signed_retried_and_follows_a_gated_request() {
+    webhook_follows_a_gated_request(Backend::Sqlite).await;
+}
+
+/// The same on Postgres, where the live feed is `LISTEN/NOTIFY`.
+#[tokio::test]
+async fn webhook_follows_a_gated_request_postgres() {
+    let Some(url) = crate::support::db::postgres_url().await else {
+        return;
+    };
+    webhook_follows_a_gated_request(Backend::Postgres(url)).await;
+}
+
+async fn webhook_follows_a_gated_request(backend: Backend) {
     let mut hook = Receiver::start(&[500]).await;
     let extra = format!(
         "[[notify]]\nkind = \"webhook\"\nurl = \"{}\"\nsecret_env = \"HOOK_SECRET\"\n",
         hook.url()
     );
-    let gw = start_with_env(
-        "enforce",
-        Backend::Sqlite,
-        &extra,
-        &[("HOOK_SECRET", HOOK_SECRET)],
-    )
-    .await;
+    let gw = start_with_env("enforce", backend, &extra, &[("HOOK_SECRET", HOOK_SECRET)]).await;
 
     let (status, body) = gated_delete(&gw, "ws-n1").await;
     assert_eq!(status, StatusCode::ACCEPTED);

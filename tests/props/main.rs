@@ -15,6 +15,7 @@
 
 use proptest::test_runner::Config;
 
+mod h1;
 mod path;
 
 /// The proptest configuration of a target: `cases` unless `PROPTEST_CASES` says otherwise.

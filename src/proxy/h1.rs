@@ -625,7 +625,7 @@ fn take_line(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, H1Error
     Ok(Some(line))
 }
 
-/// The hex size before any `;` extension or whitespace.
+/// The hex size before any `;` extension (white space may precede the `;`).
 fn parse_chunk_size(line: &[u8]) -> Result<u64, H1Error> {
     const BAD: H1Error = H1Error::Malformed("invalid chunk size");
     let end = line
@@ -633,7 +633,12 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, H1Error> {
         .position(|b| *b == b';' || *b == b' ' || *b == b'\t')
         .unwrap_or(line.len());
     let digits = &line[..end];
-    if digits.is_empty() || digits.len() > 15 {
+    // After the digits only `BWS ";" extension` may follow (RFC 9112 §7.1): `8 junk` is no size.
+    let ext_ok = line[end..]
+        .trim_ascii_start()
+        .first()
+        .is_none_or(|b| *b == b';');
+    if digits.is_empty() || digits.len() > 15 || !ext_ok {
         return Err(BAD);
     }
     digits.iter().try_fold(0u64, |n, d| {

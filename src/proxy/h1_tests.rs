@@ -384,6 +384,11 @@ async fn the_head_encode_writes_reaches_the_upstream_byte_for_byte() {
 fn chunk_sizes_and_lengths_parse_strictly() {
     assert_eq!(parse_chunk_size(b"1aF").unwrap(), 0x1af);
     assert_eq!(parse_chunk_size(b"0;x=y").unwrap(), 0);
+    assert_eq!(parse_chunk_size(b"5 ;x").unwrap(), 5);
+    assert_eq!(parse_chunk_size(b"5\t").unwrap(), 5);
+    // Found by tests/props (h1 vs hyper): text after white space is not an extension.
+    assert!(parse_chunk_size(b"8 junk").is_err());
+    assert!(parse_chunk_size(b"2\t1").is_err());
     assert!(parse_chunk_size(b"").is_err());
     assert!(parse_chunk_size(b"g").is_err());
     assert!(parse_chunk_size(b"1234567890abcdef").is_err());

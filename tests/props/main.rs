@@ -15,6 +15,7 @@
 
 use proptest::test_runner::Config;
 
+mod binding;
 mod h1;
 mod path;
 

@@ -16,8 +16,11 @@
 use proptest::test_runner::Config;
 
 mod binding;
+mod config;
 mod h1;
+mod jwt;
 mod path;
+mod template;
 
 /// The proptest configuration of a target: `cases` unless `PROPTEST_CASES` says otherwise.
 pub fn cases(cases: u32) -> Config {

@@ -31,7 +31,7 @@ fn key() -> impl Strategy<Value = String> {
 }
 
 /// Finite floats whose canonical text serde_json reads back as themselves (not all: see
-/// `canonical_json_of_any_float`).
+/// `canonical_json_regression_any_float`).
 fn roundtrips(f: f64) -> bool {
     let text = Number::from_f64(f).map(|n| canonical_json(&Value::Number(n)));
     text.and_then(|t| serde_json::from_str::<f64>(&t).ok()) == Some(f)
@@ -317,7 +317,7 @@ proptest! {
 /// ["float_roundtrip"] }` in Cargo.toml.
 #[test]
 #[ignore = "bug: JSON numbers are parsed 1 ULP off (serde_json without float_roundtrip)"]
-fn canonical_json_of_any_float() {
+fn canonical_json_regression_any_float() {
     let text = "4.8871543968607293e-141";
     // Rust's own parser rounds correctly, like Go's; the text is already the shortest form.
     let exact: f64 = text.parse().unwrap();

@@ -623,7 +623,7 @@ fn h1_regressions() {
 /// white space that is not a `;` extension. RFC 9112 §7.1 allows only `BWS ";"` there; h1
 /// read `8 junk` as 8 and ignored the rest, where hyper (and RFC-strict parsers) refuse it.
 #[test]
-fn h1_chunk_size_line_with_junk_is_refused() {
+fn h1_regression_chunk_size_line_with_junk() {
     for bytes in [
         &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2 junk\r\nok\r\n0\r\n\r\n"[..],
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\t1\r\nok\r\n0\r\n\r\n",

@@ -22,9 +22,11 @@
 //! - `content_type`: the media type without parameters, lower-cased (gin's `ShouldBind` picks
 //!   its parser by it), or null.
 //!
-//! Known leniency: two JSON numbers with the same `float64` (`100`, `1e2`, `100.0`) bind alike.
-//! Go decodes them alike into float fields; into an integer field it rejects the non-integer
-//! spellings, so the human's approval never executes a value other than the one shown.
+//! Numbers are bound by their `float64` (`100`, `1e2` and `100.0` bind alike, as Go decodes
+//! them alike), so a number whose value a `float64` cannot hold exactly — an integer beyond
+//! 2^53, a decimal written with more digits than its nearest `float64` needs — is
+//! [`GateError::NumberInexact`]: the upstream may keep it exactly (Postgres `jsonb` does),
+//! while the approval would show and bind a neighbour.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -123,6 +125,7 @@ pub fn body_value(raw: &[u8]) -> Result<Value, GateError> {
     let Ok(node) = serde_json::from_slice::<Node>(raw) else {
         return Ok(digest(raw));
     };
+    exact_numbers(raw)?;
     let value = to_value(node)?;
     let text = canonical_json(&value);
     Ok(if text.len() <= SHOWN_BYTES {
@@ -130,6 +133,70 @@ pub fn body_value(raw: &[u8]) -> Result<Value, GateError> {
     } else {
         digest(text.as_bytes())
     })
+}
+
+/// Refuses a body holding a number literal that does not survive a `float64` round trip.
+/// `raw` is valid JSON (serde_json parsed it).
+fn exact_numbers(raw: &[u8]) -> Result<(), GateError> {
+    let (mut i, mut in_string) = (0, false);
+    while i < raw.len() {
+        let b = raw[i];
+        if in_string {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < raw.len()
+                    && matches!(raw[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
+                    i += 1;
+                }
+                let literal = std::str::from_utf8(&raw[start..i]).unwrap_or_default();
+                let parsed: f64 = literal.parse().unwrap_or(f64::NAN);
+                if !parsed.is_finite() || decimal(literal) != decimal(&format!("{parsed:e}")) {
+                    return Err(GateError::NumberInexact {
+                        literal: literal.chars().take(40).collect(),
+                    });
+                }
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// A decimal literal's exact value as (negative, significant digits, exponent), trailing and
+/// leading zeros removed, so `1.50e2`, `150` and `1.5e2` compare equal; zero is `(false, "", 0)`.
+fn decimal(literal: &str) -> (bool, String, i64) {
+    let (negative, rest) = match literal.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, literal),
+    };
+    let (mantissa, exp) = match rest.find(['e', 'E']) {
+        Some(at) => (&rest[..at], rest[at + 1..].parse::<i64>().unwrap_or(0)),
+        None => (rest, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let mut digits: String = format!("{int}{frac}").trim_start_matches('0').to_owned();
+    let mut exp = exp - i64::try_from(frac.len()).unwrap_or(0);
+    while digits.ends_with('0') {
+        digits.pop();
+        exp += 1;
+    }
+    if digits.is_empty() {
+        return (false, digits, 0);
+    }
+    (negative, digits, exp)
 }
 
 fn digest(bytes: &[u8]) -> Value {
@@ -213,6 +280,42 @@ mod tests {
                 String::from_utf8_lossy(raw)
             );
         }
+    }
+
+    #[test]
+    fn numbers_a_float64_cannot_hold_are_refused() {
+        for ok in [
+            "1",
+            "1.0",
+            "1e2",
+            "100.0",
+            "0.1",
+            "-0.5",
+            "0",
+            "-0",
+            "9007199254740992",
+            "1.5e-7",
+            "[1,2.50]",
+        ] {
+            assert!(body_value(ok.as_bytes()).is_ok(), "{ok}");
+        }
+        for inexact in [
+            "9007199254740993",
+            "0.1000000000000000055511",
+            "{\"n\":12345678901234567890}",
+        ] {
+            assert!(
+                matches!(
+                    body_value(inexact.as_bytes()),
+                    Err(GateError::NumberInexact { .. })
+                ),
+                "{inexact}"
+            );
+        }
+        // Out of float64's range serde_json refuses it: bound by the raw bytes' digest.
+        assert!(body_value(b"[1, 1e400]").unwrap().get("sha256").is_some());
+        // Digits inside strings are not numbers.
+        assert!(body_value(br#"{"id":"9007199254740993","s":"a\"1e999"}"#).is_ok());
     }
 
     #[test]

@@ -131,6 +131,12 @@ pub enum GateError {
     /// object: Go binds the last, and which one that is depends on member order.
     #[error("request body has the key `{key}` more than once (in some letter case) in one object")]
     BodyKeyAmbiguous { key: String },
+    /// A JSON number a `float64` cannot hold exactly: the upstream may keep it exactly while
+    /// the approval would show and bind a neighbour.
+    #[error(
+        "request body number `{literal}` cannot be bound exactly (it does not survive a float64)"
+    )]
+    NumberInexact { literal: String },
 }
 
 impl GateRule {

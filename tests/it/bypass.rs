@@ -479,7 +479,11 @@ async fn a_gated_credential_without_a_subject_is_refused() {
         .send()
         .await
         .unwrap();
-    assert_eq!(listed.status(), StatusCode::UNAUTHORIZED, "the API refuses it too");
+    assert_eq!(
+        listed.status(),
+        StatusCode::UNAUTHORIZED,
+        "the API refuses it too"
+    );
     assert!(gw.upstream.wait_for_requests(0).await.is_empty());
     gw.stop().await;
 }

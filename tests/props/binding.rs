@@ -308,15 +308,12 @@ proptest! {
     }
 }
 
-/// Found by `canonical_json_is_a_fixed_point`: serde_json (without its `float_roundtrip`
-/// feature) reads some decimal numbers 1 ULP off the nearest float, where Go's `ParseFloat`
-/// (the upstream, and the workspace-server's in-server gate) rounds correctly. So a body
-/// holding `4.8871543968607293e-141` is bound, shown and hashed as `4.88715439686073e-141`:
-/// the approval names a number the upstream never receives, and the gateway's request_hash
-/// differs from the in-server gate's. One likely fix: `serde_json = { features =
-/// ["float_roundtrip"] }` in Cargo.toml.
+/// Found by `canonical_json_is_a_fixed_point`: serde_json without its `float_roundtrip`
+/// feature read some decimal numbers 1 ULP off the nearest float, where Go's `ParseFloat` (the
+/// upstream, and the workspace-server's in-server gate) rounds correctly: a body holding
+/// `4.8871543968607293e-141` was bound, shown and hashed as `4.88715439686073e-141`. Fixed by
+/// enabling `float_roundtrip`.
 #[test]
-#[ignore = "bug: JSON numbers are parsed 1 ULP off (serde_json without float_roundtrip)"]
 fn canonical_json_regression_any_float() {
     let text = "4.8871543968607293e-141";
     // Rust's own parser rounds correctly, like Go's; the text is already the shortest form.
@@ -326,10 +323,9 @@ fn canonical_json_regression_any_float() {
     assert_eq!(canonical_json(&bound), format!("[{text}]"));
 }
 
-/// `canonical_json_is_a_fixed_point` on every finite float, including those serde_json reads
-/// back 1 ULP off (the bug above).
+/// `canonical_json_is_a_fixed_point` on every finite float, including those serde_json used
+/// to read back 1 ULP off (the bug above).
 #[test]
-#[ignore = "bug: JSON numbers are parsed 1 ULP off (serde_json without float_roundtrip)"]
 fn canonical_json_fixed_point_on_any_float() {
     proptest!(crate::cases(2000), |(f in any::<f64>().prop_filter_map("finite", Number::from_f64))| {
         let once = canonical_json(&Value::Array(vec![Value::Number(f)]));

@@ -31,13 +31,15 @@ pub(crate) fn compile(root: &Section<'_>, env: Env<'_>, mode: Mode, errs: &mut E
 }
 
 /// With the gate on (shadow or enforce) and routes configured, some credential must be able to
-/// become a gated caller, or every gated route silently passes: a gate with no gated class, a
-/// gated class no configured source can produce (its claims come from nowhere), and so routes
-/// no gated class can reach, are configuration errors.
+/// become a gated caller, or every gated route silently passes: a gate with no gated class, or
+/// one whose gated classes no configured source can produce (their claims come from nowhere),
+/// is a configuration error. A gated class that cannot be produced while another can is only
+/// a warning (e.g. `ADMIN_TOKEN` gated but unset in this environment).
 ///
 /// What a source can produce: the JWT rules and an `http` source, any claims; an `env` source,
-/// exactly its static claims; a `sql` source, the claims its query names (a claim name the
-/// query text does not contain cannot be one of its columns).
+/// exactly its static claims, and only for the class that wins on them (the first whose `when`
+/// holds); a `sql` source, the claims its query names (a claim name that is not an identifier
+/// of the query — unquoted ones as Postgres folds them to lower case — cannot be a column).
 pub(crate) fn check_gated_reachable(callers: &Callers, errs: &mut Errors) {
     let gated: Vec<(usize, &CallerClass)> = callers
         .classes
@@ -54,47 +56,96 @@ pub(crate) fn check_gated_reachable(callers: &Callers, errs: &mut Errors) {
         );
         return;
     }
-    let mut reachable = false;
-    for (i, class) in gated {
-        if callers.jwt.is_some() || callers.sources.iter().any(|s| produces(s, &class.when)) {
-            reachable = true;
-        } else {
-            errs.push(
-                format!("callers[{i}].when"),
-                format!(
-                    "no configured credential source can produce the claims of gated class {:?}: \
-                     configure [jwt] or a [[token_sources]] entry that yields them",
-                    &*class.name
-                ),
-            );
+    let produced = |class: &CallerClass| {
+        callers.jwt.is_some()
+            || callers
+                .sources
+                .iter()
+                .any(|s| produces(s, class, &callers.classes))
+    };
+    let unreachable: Vec<(usize, &CallerClass)> = gated
+        .iter()
+        .copied()
+        .filter(|(_, c)| !produced(c))
+        .collect();
+    let problem = |class: &CallerClass| {
+        format!(
+            "no configured credential source can produce the claims of gated class {:?}: \
+             configure [jwt] or a [[token_sources]] entry that yields them",
+            &*class.name
+        )
+    };
+    if unreachable.len() < gated.len() {
+        for (i, class) in unreachable {
+            tracing::warn!(at = %format!("callers[{i}].when"), "{}", problem(class));
         }
+        return;
     }
-    if !reachable {
-        errs.push(
-            "routes",
-            "no gated caller class can be reached by any credential, so every route would pass ungated",
-        );
+    for (i, class) in unreachable {
+        errs.push(format!("callers[{i}].when"), problem(class));
     }
+    errs.push(
+        "routes",
+        "no gated caller class can be reached by any credential, so every route would pass ungated",
+    );
 }
 
-/// Whether `source` can yield claims for which `when` holds (see [`check_gated_reachable`]).
-fn produces(source: &crate::caller::TokenSource, when: &When) -> bool {
+/// Whether `source` can yield claims that classify as `class` (see [`check_gated_reachable`]).
+fn produces(
+    source: &crate::caller::TokenSource,
+    class: &CallerClass,
+    classes: &[Arc<CallerClass>],
+) -> bool {
     use crate::caller::TokenSourceKind as K;
     match &source.kind {
-        K::Env { claims, .. } => when.holds(claims),
+        K::Env { claims, .. } => classes
+            .iter()
+            .find(|c| c.when.holds(claims))
+            .is_some_and(|c| c.name == class.name),
         K::Http(_) => true,
-        K::Sql { query, .. } => names_only(when, &query.to_ascii_lowercase()),
+        K::Sql { query, .. } => names_only(&class.when, &identifiers(query)),
     }
 }
 
-/// Whether every claim `when` needs could be a column of `query` (already lower-cased).
-fn names_only(when: &When, query: &str) -> bool {
+/// The identifiers of a SQL text: quoted ones as written, unquoted ones lower-cased (Postgres
+/// folds them), so a claim can only be a column the query could name.
+fn identifiers(query: &str) -> HashSet<String> {
+    let mut out = HashSet::new();
+    let mut chars = query.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '"' {
+            let quoted: String = chars.by_ref().take_while(|&c| c != '"').collect();
+            out.insert(quoted);
+        } else if c == '\'' {
+            // A string literal is no identifier.
+            for c in chars.by_ref() {
+                if c == '\'' {
+                    break;
+                }
+            }
+        } else if c.is_alphanumeric() || c == '_' {
+            let mut ident = c.to_lowercase().collect::<String>();
+            while let Some(&n) = chars.peek() {
+                if !(n.is_alphanumeric() || n == '_') {
+                    break;
+                }
+                ident.extend(n.to_lowercase());
+                chars.next();
+            }
+            out.insert(ident);
+        }
+    }
+    out
+}
+
+/// Whether every claim `when` needs could be a column of the query (`identifiers`).
+fn names_only(when: &When, idents: &HashSet<String>) -> bool {
     match when {
         When::Present { claim } | When::Equals { claim, .. } | When::OneOf { claim, .. } => {
-            query.contains(&claim.to_ascii_lowercase())
+            idents.contains(claim)
         }
-        When::All(rules) => rules.iter().all(|r| names_only(r, query)),
-        When::Any(rules) => rules.iter().any(|r| names_only(r, query)),
+        When::All(rules) => rules.iter().all(|r| names_only(r, idents)),
+        When::Any(rules) => rules.iter().any(|r| names_only(r, idents)),
     }
 }
 

@@ -200,6 +200,16 @@ fn a_gate_no_caller_can_reach_is_an_error() {
             format!("{route}{gated}[[token_sources]]\nname = \"t\"\nkind = \"sql\"\nurl = \"postgres://h/db\"\nquery = \"SELECT id AS other FROM t WHERE h = $1\"\n"),
             vec!["callers[0].when", "routes"],
         ),
+        // A substring of a column is no column; a quoted upper-case alias is not the claim.
+        (
+            format!("{route}[[callers]]\nname = \"agent\"\nwhen = {{ claim = \"org_token\", present = true }}\ngated = true\n[[token_sources]]\nname = \"t\"\nkind = \"sql\"\nurl = \"postgres://h/db\"\nquery = \"SELECT id AS org_token_id FROM t WHERE h = $1\"\n"),
+            vec!["callers[0].when", "routes"],
+        ),
+        // An env source whose claims a class listed first wins: the gated class never gets them.
+        (
+            format!("{route}[[callers]]\nname = \"humans\"\nwhen = {{ claim = \"sub\", present = true }}\napprover = true\n{gated}[[token_sources]]\nname = \"t\"\nkind = \"env\"\nenv = \"T\"\nclaims = {{ sub = \"a\", org_token_id = \"x\" }}\n"),
+            vec!["callers[1].when", "routes"],
+        ),
     ];
     for (text, want) in cases {
         assert_eq!(problems(&text, &on), want, "for:\n{text}");
@@ -209,6 +219,8 @@ fn a_gate_no_caller_can_reach_is_an_error() {
         format!("{route}{gated}[[token_sources]]\nname = \"t\"\nkind = \"env\"\nenv = \"T\"\nclaims = {{ org_token_id = \"x\" }}\n"),
         format!("{route}{gated}[[token_sources]]\nname = \"t\"\nkind = \"sql\"\nurl = \"postgres://h/db\"\nquery = \"SELECT id AS org_token_id FROM t WHERE h = $1\"\n"),
         format!("{route}{gated}[[token_sources]]\nname = \"t\"\nkind = \"http\"\nurl = \"http://cp/x?slug=a\"\nforward_headers = [\"Cookie\"]\n"),
+        // One gated class reachable, another not (say ADMIN_TOKEN unset here): a warning only.
+        format!("{route}{gated}[[callers]]\nname = \"admin-token\"\nwhen = {{ claim = \"admin_token\", equals = true }}\ngated = true\n[[token_sources]]\nname = \"t\"\nkind = \"sql\"\nurl = \"postgres://h/db\"\nquery = \"SELECT id::text AS org_token_id FROM t WHERE h = $1\"\n"),
     ] {
         assert_eq!(problems(&ok, &on), Vec::<String>::new(), "for:\n{ok}");
     }

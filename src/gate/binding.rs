@@ -4,7 +4,7 @@
 //!
 //! ```json
 //! {"method":"DELETE","path":"/workspaces/w1","query":{"confirm":["true"]},
-//!  "content_type":null,"body":null}
+//!  "content_type":null,"body":null,"body_digest":null}
 //! ```
 //!
 //! Each part is read the way the upstream (Go `net/http`, gin, `encoding/json`) reads it, or the
@@ -17,8 +17,9 @@
 //!   numbers as Go's `float64` prints them), so key order and white space do not matter. A key
 //!   that occurs twice in one object, exactly or under Go's case folding, is
 //!   [`GateError::BodyKeyAmbiguous`]: Go binds whichever comes last. A canonical form over
-//!   [`SHOWN_BYTES`] is bound by `{"sha256","size"}` of that form instead of shown whole. Any
-//!   other body → `{"sha256","size"}` of its raw bytes.
+//!   [`SHOWN_BYTES`] is bound by `body_digest` `{"sha256","size"}` of that form instead of shown
+//!   whole (`body` is then null), and so is any other body, by its raw bytes. The digest has
+//!   its own key, so no JSON body can look like one.
 //! - `content_type`: the media type without parameters, lower-cased (gin's `ShouldBind` picks
 //!   its parser by it), or null.
 //!
@@ -50,8 +51,20 @@ pub fn request(req: &RequestView<'_>, body: &Body<'_>) -> Result<Value, GateErro
     out.insert("path".into(), Value::String(req.path.into()));
     out.insert("query".into(), query(req.uri.query().unwrap_or(""))?);
     out.insert("content_type".into(), content_type(req.headers));
-    out.insert("body".into(), body_value(body.raw().unwrap_or_default())?);
+    let (shown, digest) = match body_binding(body.raw().unwrap_or_default())? {
+        BodyBinding::Shown(v) => (v, Value::Null),
+        BodyBinding::Digest(d) => (Value::Null, d),
+    };
+    out.insert("body".into(), shown);
+    out.insert("body_digest".into(), digest);
     Ok(Value::Object(out))
+}
+
+/// How a body is bound: shown whole (canonical JSON, or null for none), or by digest.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BodyBinding {
+    Shown(Value),
+    Digest(Value),
 }
 
 /// Every query parameter, as Go's `url.ParseQuery` reads it, or why it cannot be read one way.
@@ -117,21 +130,28 @@ fn content_type(headers: &http::HeaderMap) -> Value {
         })
 }
 
-/// The body's bound form (see the module doc).
+/// The body's bound form, shown or digest alike (see [`body_binding`]).
 pub fn body_value(raw: &[u8]) -> Result<Value, GateError> {
+    Ok(match body_binding(raw)? {
+        BodyBinding::Shown(v) | BodyBinding::Digest(v) => v,
+    })
+}
+
+/// The body's bound form (see the module doc).
+pub fn body_binding(raw: &[u8]) -> Result<BodyBinding, GateError> {
     if raw.is_empty() {
-        return Ok(Value::Null);
+        return Ok(BodyBinding::Shown(Value::Null));
     }
     let Ok(node) = serde_json::from_slice::<Node>(raw) else {
-        return Ok(digest(raw));
+        return Ok(BodyBinding::Digest(digest(raw)));
     };
     exact_numbers(raw)?;
     let value = to_value(node)?;
     let text = canonical_json(&value);
     Ok(if text.len() <= SHOWN_BYTES {
-        value
+        BodyBinding::Shown(value)
     } else {
-        digest(text.as_bytes())
+        BodyBinding::Digest(digest(text.as_bytes()))
     })
 }
 
@@ -316,6 +336,17 @@ mod tests {
         assert!(body_value(b"[1, 1e400]").unwrap().get("sha256").is_some());
         // Digits inside strings are not numbers.
         assert!(body_value(br#"{"id":"9007199254740993","s":"a\"1e999"}"#).is_ok());
+    }
+
+    #[test]
+    fn a_json_body_never_looks_like_a_digest() {
+        let digested = body_binding(b"not json").unwrap();
+        let BodyBinding::Digest(d) = &digested else {
+            panic!("{digested:?}")
+        };
+        let lookalike = serde_json::to_vec(d).unwrap();
+        let bound = body_binding(&lookalike).unwrap();
+        assert!(matches!(&bound, BodyBinding::Shown(v) if canonical_json(v) == canonical_json(d)));
     }
 
     #[test]

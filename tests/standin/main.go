@@ -95,10 +95,20 @@ func ensureSchema(db *sql.DB) error {
 		`CREATE INDEX IF NOT EXISTS idx_approvals_workspace ON approval_requests(workspace_id)`,
 		`CREATE INDEX IF NOT EXISTS idx_approvals_status ON approval_requests(status)`,
 	}
+	// Two stand-ins starting on one database would race on CREATE TABLE IF
+	// NOT EXISTS (a unique violation in pg_type); an advisory lock orders them.
+	tx, err := db.Begin()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.Exec(`SELECT pg_advisory_xact_lock(7412365)`); err != nil {
+		return err
+	}
 	for _, s := range stmts {
-		if _, err := db.Exec(s); err != nil {
+		if _, err := tx.Exec(s); err != nil {
 			return err
 		}
 	}
-	return nil
+	return tx.Commit()
 }

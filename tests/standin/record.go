@@ -62,6 +62,7 @@ type recorder struct {
 	mu      sync.Mutex
 	records []*record
 	routes  []routeInfo
+	tsr     *tsrProbe
 }
 
 func newRecorder() *recorder { return &recorder{} }
@@ -168,6 +169,9 @@ func (rc *recorder) wrap(engine http.Handler) http.Handler {
 			rc.records = append(rc.records, r)
 			rc.mu.Unlock()
 		}()
+		if rc.tsr.redirect(sw, req) {
+			return
+		}
 		engine.ServeHTTP(sw, req)
 	})
 }

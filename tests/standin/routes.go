@@ -253,9 +253,11 @@ func setupRouter(db *sql.DB, rec *recorder) *gin.Engine {
 	// The real server proxies /cp/* to the CP when CP_UPSTREAM_URL is set,
 	// and sends NoRoute to the canvas when CANVAS_PROXY_URL is set. The
 	// stand-in registers the same routes but only answers and records.
-	if os.Getenv("CP_UPSTREAM_URL") != "" {
+	cp := os.Getenv("CP_UPSTREAM_URL") != ""
+	if cp {
 		r.Any("/cp/*path", markHandled, generic)
 	}
+	rec.tsr = newTSRProbe(routeTable(), cp)
 	if os.Getenv("CANVAS_PROXY_URL") != "" {
 		r.NoRoute(func(c *gin.Context) {
 			c.JSON(http.StatusOK, gin.H{"ok": true, "route": "", "canvas_proxy": true})

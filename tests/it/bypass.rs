@@ -4,33 +4,11 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::support::gateway::{agent, start, start_with_env, token, Backend, Gateway};
+use crate::support::gateway::{agent, approve_in, start, start_with_env, token, Backend, Gateway};
 use crate::support::raw;
 
 async fn approve_via_store(gw: &Gateway, id: &str) {
-    use approval_gateway::store::{ApprovalId, DecideOutcome, Status, Ttls, Via, Vote, VoteKind};
-    let ttls = Ttls {
-        pending: std::time::Duration::from_secs(3600),
-        approved: std::time::Duration::from_secs(3600),
-    };
-    let vote = Vote {
-        approver: "alice".into(),
-        kind: VoteKind::Approve,
-        comment: None,
-        via: Via::Cli,
-    };
-    let out = gw
-        .store
-        .backend()
-        .decide(
-            ApprovalId::parse(id).unwrap(),
-            &vote,
-            ttls,
-            chrono::Utc::now(),
-        )
-        .await
-        .unwrap();
-    assert!(matches!(out, DecideOutcome::Recorded(ref a) if a.status == Status::Approved));
+    approve_in(&gw.store, id, "alice").await;
 }
 
 async fn pending(resp: reqwest::Response) -> String {

@@ -38,23 +38,7 @@ async fn delete(gw: &Gateway, path: &str, bearer: &str) -> reqwest::Response {
 }
 
 async fn approve(gw: &Gateway, id: &str, approver: &str) {
-    let id = ApprovalId::parse(id).expect("uuid");
-    let vote = Vote {
-        approver: approver.to_owned(),
-        kind: VoteKind::Approve,
-        comment: None,
-        via: Via::Cli,
-    };
-    let out = gw
-        .store
-        .backend()
-        .decide(id, &vote, TTLS, chrono::Utc::now())
-        .await
-        .expect("decide");
-    assert!(
-        matches!(out, approval_gateway::store::DecideOutcome::Recorded(ref a) if a.status == Status::Approved),
-        "{out:?}"
-    );
+    crate::support::gateway::approve_in(&gw.store, id, approver).await;
 }
 
 async fn deny(gw: &Gateway, id: &str) {

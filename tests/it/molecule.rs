@@ -8,9 +8,7 @@ use std::sync::Arc;
 
 use approval_gateway::app::App;
 use approval_gateway::config;
-use approval_gateway::store::{
-    ApprovalId, DecideOutcome, Status, Store, Ttls, Via, Vote, VoteKind,
-};
+use approval_gateway::store::{ApprovalId, Store};
 use axum::http::HeaderMap;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -124,28 +122,7 @@ impl Molecule {
     }
 
     async fn approve(&self, id: &str) {
-        let ttls = Ttls {
-            pending: std::time::Duration::from_secs(3600),
-            approved: std::time::Duration::from_secs(3600),
-        };
-        let vote = Vote {
-            approver: "user-alice".into(),
-            kind: VoteKind::Approve,
-            comment: None,
-            via: Via::Cli,
-        };
-        let out = self
-            .store
-            .backend()
-            .decide(
-                ApprovalId::parse(id).unwrap(),
-                &vote,
-                ttls,
-                chrono::Utc::now(),
-            )
-            .await
-            .unwrap();
-        assert!(matches!(out, DecideOutcome::Recorded(ref a) if a.status == Status::Approved));
+        gateway::approve_in(&self.store, id, "user-alice").await;
     }
 
     async fn stop(mut self) {

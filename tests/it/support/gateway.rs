@@ -215,6 +215,32 @@ impl Gateway {
     }
 }
 
+/// Approve `id` in `store` as `approver` (the operator CLI's path, no API), asserting that the
+/// approval is then `approved`.
+pub async fn approve_in(store: &Store, id: &str, approver: &str) {
+    use approval_gateway::store::{ApprovalId, DecideOutcome, Status, Ttls, Via, Vote, VoteKind};
+    let ttls = Ttls {
+        pending: std::time::Duration::from_secs(3600),
+        approved: std::time::Duration::from_secs(3600),
+    };
+    let vote = Vote {
+        approver: approver.to_owned(),
+        kind: VoteKind::Approve,
+        comment: None,
+        via: Via::Cli,
+    };
+    let id = ApprovalId::parse(id).expect("an approval id");
+    let out = store
+        .backend()
+        .decide(id, &vote, ttls, chrono::Utc::now())
+        .await
+        .expect("decide");
+    assert!(
+        matches!(out, DecideOutcome::Recorded(ref a) if a.status == Status::Approved),
+        "{out:?}"
+    );
+}
+
 /// An HS256 token with `claims` (an `exp` an hour ahead is added).
 pub fn token(claims: Value) -> String {
     let mut claims = claims;

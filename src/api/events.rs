@@ -188,7 +188,9 @@ pub fn sse_name(kind: EventKind) -> Option<&'static str> {
         EventKind::Consumed => "approval.consumed",
         EventKind::Expired => "approval.expired",
         EventKind::Withdrawn => "approval.withdrawn",
-        EventKind::Voted | EventKind::Deduplicated | EventKind::Upstream => return None,
+        EventKind::Voted | EventKind::Deduplicated | EventKind::Upstream | EventKind::Mirrored => {
+            return None
+        }
     })
 }
 

@@ -321,7 +321,8 @@ mod tests {
                 | EventKind::Consumed
                 | EventKind::Upstream
                 | EventKind::Expired
-                | EventKind::Withdrawn => {}
+                | EventKind::Withdrawn
+                | EventKind::Mirrored => {}
             }
         }
         assert!(parse_event("nope").is_err());

@@ -288,11 +288,13 @@ pub enum EventKind {
     Upstream,
     Expired,
     Withdrawn,
+    /// The approval got a row in the Molecule server's approvals (SPEC §12; audit only).
+    Mirrored,
 }
 
 impl EventKind {
     /// Every kind, in lifecycle order.
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 11] = [
         EventKind::Requested,
         EventKind::Deduplicated,
         EventKind::Voted,
@@ -303,6 +305,7 @@ impl EventKind {
         EventKind::Upstream,
         EventKind::Expired,
         EventKind::Withdrawn,
+        EventKind::Mirrored,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -317,6 +320,7 @@ impl EventKind {
             EventKind::Upstream => "upstream",
             EventKind::Expired => "expired",
             EventKind::Withdrawn => "withdrawn",
+            EventKind::Mirrored => "mirrored",
         }
     }
 
@@ -328,7 +332,10 @@ impl EventKind {
     /// WAL flush included; leaving these two out keeps retries and upstream results off that
     /// lock. Postgres mirrors this list in its trigger (migration 0003).
     pub fn is_announced(self) -> bool {
-        !matches!(self, EventKind::Deduplicated | EventKind::Upstream)
+        !matches!(
+            self,
+            EventKind::Deduplicated | EventKind::Upstream | EventKind::Mirrored
+        )
     }
 }
 
@@ -342,6 +349,20 @@ pub struct AuditEvent {
     pub via: Via,
     pub detail: Value,
     pub at: DateTime<Utc>,
+}
+
+/// Where a gateway approval shows in the Molecule canvas: its row in the server's
+/// `approval_requests` (SPEC §12).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorRow {
+    pub approval_id: ApprovalId,
+    /// The workspace the server row belongs to (the scope, or the anchor workspace).
+    pub workspace_id: String,
+    /// The server row's id.
+    pub server_id: String,
+    pub mirrored_at: DateTime<Utc>,
+    /// The decision written back to the server row (`approved` / `denied`), once done.
+    pub written_back: Option<String>,
 }
 
 /// Store failures. Never shown to downstream: the proxy answers 503, the API 503/500.
@@ -436,4 +457,17 @@ pub trait ApprovalStore: Send + Sync + fmt::Debug {
 
     /// Pending (unexpired) approvals per action, for the `approvals_pending` gauge.
     async fn pending_counts(&self, now: DateTime<Utc>) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// The canvas mirror's row of an approval.
+    async fn mirror_get(&self, id: ApprovalId) -> Result<Option<MirrorRow>, StoreError>;
+
+    /// The mirror row showing an approval as the server row `server_id`.
+    async fn mirror_find(&self, server_id: &str) -> Result<Option<MirrorRow>, StoreError>;
+
+    /// Record (or replace) the server row of `row.approval_id`, in one transaction with its
+    /// `mirrored` audit event (actor `actor`, detail: workspace, server id, the replaced id).
+    async fn mirror_set(&self, row: &MirrorRow, actor: &str) -> Result<(), StoreError>;
+
+    /// Note that `decision` was written back to the approval's server row.
+    async fn mirror_written_back(&self, id: ApprovalId, decision: &str) -> Result<(), StoreError>;
 }

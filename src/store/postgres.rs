@@ -425,4 +425,86 @@ impl ApprovalStore for PgStore {
             })
             .collect()
     }
+
+    async fn mirror_get(&self, id: ApprovalId) -> Result<Option<MirrorRow>, StoreError> {
+        let row = sqlx::query(&format!("{MIRROR_SELECT} WHERE approval_id = $1"))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(decode_mirror).transpose()
+    }
+
+    async fn mirror_find(&self, server_id: &str) -> Result<Option<MirrorRow>, StoreError> {
+        let row = sqlx::query(&format!("{MIRROR_SELECT} WHERE server_id = $1"))
+            .bind(server_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(decode_mirror).transpose()
+    }
+
+    async fn mirror_set(&self, row: &MirrorRow, actor: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let replaced: Option<String> = sqlx::query_scalar(
+            "SELECT server_id FROM molecule_mirror WHERE approval_id = $1 FOR UPDATE",
+        )
+        .bind(row.approval_id.0)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        sqlx::query(
+            "INSERT INTO molecule_mirror (approval_id, workspace_id, server_id, mirrored_at, written_back) \
+             VALUES ($1, $2, $3, $4, NULL) ON CONFLICT (approval_id) DO UPDATE SET \
+             workspace_id = excluded.workspace_id, server_id = excluded.server_id, \
+             mirrored_at = excluded.mirrored_at, written_back = NULL",
+        )
+        .bind(row.approval_id.0)
+        .bind(&row.workspace_id)
+        .bind(&row.server_id)
+        .bind(row.mirrored_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let detail = json!({
+            "workspace_id": row.workspace_id,
+            "server_id": row.server_id,
+            "replaced": replaced,
+        });
+        ops::event(
+            &mut tx,
+            row.approval_id.0,
+            EventKind::Mirrored,
+            actor,
+            Via::Gateway,
+            detail,
+            row.mirrored_at,
+        )
+        .await?;
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn mirror_written_back(&self, id: ApprovalId, decision: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE molecule_mirror SET written_back = $2 WHERE approval_id = $1")
+            .bind(id.0)
+            .bind(decision)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+}
+
+const MIRROR_SELECT: &str =
+    "SELECT approval_id, workspace_id, server_id, mirrored_at, written_back FROM molecule_mirror";
+
+fn decode_mirror(r: &PgRow) -> Result<MirrorRow, StoreError> {
+    let g = StoreError::Query;
+    Ok(MirrorRow {
+        approval_id: ApprovalId(r.try_get("approval_id").map_err(g)?),
+        workspace_id: r.try_get("workspace_id").map_err(g)?,
+        server_id: r.try_get("server_id").map_err(g)?,
+        mirrored_at: r.try_get("mirrored_at").map_err(g)?,
+        written_back: r.try_get("written_back").map_err(g)?,
+    })
 }

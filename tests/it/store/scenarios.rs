@@ -630,7 +630,65 @@ async fn ping_works(s: &Store) {
         .expect("migrations are idempotent");
 }
 
+/// The canvas mirror's mapping: set, found both ways, replaced (audited, not announced),
+/// written back.
+async fn mirror_mapping(s: &Store) {
+    let now = t0();
+    let new = req("ws-1", "h-mirror");
+    let id = match gate(s, &new, now).await {
+        GateOutcome::Pending { approval, .. } => approval.id,
+        other => panic!("{other:?}"),
+    };
+    let b = s.backend();
+    assert_eq!(b.mirror_get(id).await.expect("get"), None);
+    let mut live = s.subscribe();
+    let row = MirrorRow {
+        approval_id: id,
+        workspace_id: "ws-1".into(),
+        server_id: "srv-1".into(),
+        mirrored_at: now,
+        written_back: None,
+    };
+    b.mirror_set(&row, "gateway").await.expect("set");
+    assert_eq!(b.mirror_get(id).await.expect("get"), Some(row.clone()));
+    assert_eq!(
+        b.mirror_find("srv-1").await.expect("find"),
+        Some(row.clone())
+    );
+    let again = MirrorRow {
+        server_id: "srv-2".into(),
+        mirrored_at: now + secs(1),
+        ..row.clone()
+    };
+    b.mirror_set(&again, "gateway").await.expect("replace");
+    assert_eq!(b.mirror_find("srv-1").await.expect("find"), None);
+    assert_eq!(b.mirror_get(id).await.expect("get"), Some(again.clone()));
+    b.mirror_written_back(id, "approved")
+        .await
+        .expect("written back");
+    assert_eq!(
+        b.mirror_get(id)
+            .await
+            .expect("get")
+            .and_then(|r| r.written_back),
+        Some("approved".into())
+    );
+    let events = b.events_after(0, 1000).await.expect("events");
+    let mirrored: Vec<_> = events
+        .iter()
+        .filter(|e| e.event == EventKind::Mirrored)
+        .collect();
+    assert_eq!(mirrored.len(), 2);
+    assert_eq!(mirrored[1].detail["replaced"], "srv-1");
+    assert_eq!(mirrored[1].detail["server_id"], "srv-2");
+    assert!(
+        live.try_recv().is_err(),
+        "mirrored is audited, not announced"
+    );
+}
+
 super::on_both_backends!(
+    mirror_mapping,
     first_call_creates_then_retry_dedups,
     approve_consume_then_new_pending,
     record_upstream_error,

@@ -206,6 +206,7 @@ pub(crate) const TOP_LEVEL: &[&str] = &[
     "guards",
     "token_sources",
     "notify",
+    "molecule",
 ];
 
 /// Read the key/value tables (`[listen]`, `[upstream]`, `[store]`, `[gate]`); the arrays and

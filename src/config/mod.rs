@@ -23,12 +23,14 @@ use std::time::Duration;
 mod auth;
 mod callers;
 mod file;
+mod molecule;
 mod notify;
 mod routes;
 #[cfg(test)]
 mod tests;
 mod validate;
 
+pub use molecule::{MirrorSettings, DEFAULT_RESYNC};
 pub use validate::{load, parse};
 
 use crate::caller::Callers;
@@ -48,6 +50,8 @@ pub struct Config {
     pub policy: Arc<Policy>,
     /// `[[notify]]` targets (SPEC §11), in file order. Not hot-reloaded: a change needs a restart.
     pub notify: Vec<crate::notify::NotifyTarget>,
+    /// `[molecule]` (SPEC §12): the canvas mirror, `None` when off. Read at start only.
+    pub molecule: Option<MirrorSettings>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,7 +166,7 @@ impl Config {
         let scheme = self.store.url.split(':').next().unwrap_or("?");
         format!(
             "gate mode {}; proxy {} admin {}; upstream {}; store {scheme}; {} route(s), {} guard(s), \
-             {} caller class(es), jwt {}, {} token source(s), {} notify target(s)",
+             {} caller class(es), jwt {}, {} token source(s), {} notify target(s), canvas mirror {}",
             p.gate.mode.as_str(),
             self.listen.proxy,
             self.listen.admin,
@@ -173,6 +177,7 @@ impl Config {
             if p.callers.jwt.is_some() { "on" } else { "off" },
             p.callers.sources.len(),
             self.notify.len(),
+            if self.molecule.is_some() { "on" } else { "off" },
         )
     }
 }

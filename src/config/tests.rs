@@ -511,3 +511,76 @@ fn notify_problems_name_table_and_key() {
         assert!(at.contains(&want), "missing {want} in {errs:?}");
     }
 }
+
+#[test]
+fn molecule_mirror_compiles_with_defaults() {
+    let c = ok("", &[]);
+    assert!(c.molecule.is_none(), "off by default");
+    let c = ok(
+        "[molecule]\nmirror_approvals = false\ntoken_env = \"UNSET\"\n",
+        &[],
+    );
+    assert!(c.molecule.is_none(), "off: nothing required");
+    let c = ok(
+        "[upstream]\nurl = \"http://10.0.0.1:8080/\"\n[molecule]\nmirror_approvals = true\n\
+         token_env = \"MOLECULE_ADMIN_TOKEN\"\n\
+         anchor_workspace = \"3f1c2b9e-8d7a-4c1e-9b2f-0a1b2c3d4e5f\"\n",
+        &[("MOLECULE_ADMIN_TOKEN", "s3cret-token")],
+    );
+    let m = c.molecule.as_ref().expect("on");
+    assert_eq!(
+        m.server_url, "http://10.0.0.1:8080",
+        "defaults to upstream.url"
+    );
+    assert_eq!(m.token, "s3cret-token");
+    assert_eq!(m.resync, DEFAULT_RESYNC);
+    assert_eq!(
+        m.anchor_workspace.to_string(),
+        "3f1c2b9e-8d7a-4c1e-9b2f-0a1b2c3d4e5f"
+    );
+    let shown = format!("{c:?} {}", c.summary());
+    assert!(!shown.contains("s3cret-token"), "{shown}");
+    assert!(shown.contains("canvas mirror on"), "{shown}");
+    let c = ok(
+        "[molecule]\nmirror_approvals = true\nserver_url = \"https://ws.example/\"\n\
+         token_env = \"T\"\nanchor_workspace = \"3f1c2b9e-8d7a-4c1e-9b2f-0a1b2c3d4e5f\"\n",
+        &[("T", "x")],
+    );
+    assert_eq!(c.molecule.expect("on").server_url, "https://ws.example");
+}
+
+#[test]
+fn molecule_problems_name_table_and_key() {
+    let errs = errors("[molecule]\nmirror_approvals = true\ncolour = 1\n", &[]);
+    let at: Vec<&str> = errs.iter().map(|e| e.at.as_str()).collect();
+    for want in [
+        "molecule.colour",
+        "molecule.token_env",
+        "molecule.anchor_workspace",
+    ] {
+        assert!(at.contains(&want), "missing {want} in {errs:?}");
+    }
+    let errs = errors(
+        "[molecule]\nmirror_approvals = \"yes\"\nserver_url = \"ftp://x\"\n\
+         token_env = \"UNSET\"\nanchor_workspace = \"not-a-uuid\"\n",
+        &[],
+    );
+    let at: Vec<&str> = errs.iter().map(|e| e.at.as_str()).collect();
+    for want in [
+        "molecule.mirror_approvals",
+        "molecule.server_url",
+        "molecule.anchor_workspace",
+    ] {
+        assert!(at.contains(&want), "missing {want} in {errs:?}");
+    }
+    let errs = errors(
+        "[molecule]\nmirror_approvals = true\ntoken_env = \"UNSET\"\n\
+         anchor_workspace = \"3f1c2b9e-8d7a-4c1e-9b2f-0a1b2c3d4e5f\"\n",
+        &[],
+    );
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].at, "molecule.token_env");
+    assert!(errs[0].message.contains("UNSET"), "{errs:?}");
+    let errs = errors("molecule = 1\n", &[]);
+    assert_eq!(errs[0].at, "molecule");
+}

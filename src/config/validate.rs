@@ -16,7 +16,7 @@ use std::time::Duration;
 use toml::Table;
 
 use super::file::{self, Errors, RawGate, RawListen, RawUpstream, Section};
-use super::{callers, notify, routes};
+use super::{callers, molecule, notify, routes};
 use super::{
     BodyTimeouts, Config, ConfigError, ConfigErrors, GateSettings, Listen, Policy, StoreSettings,
     Upstream,
@@ -64,6 +64,7 @@ pub fn parse(text: &str, env: Env<'_>) -> Result<Config, ConfigErrors> {
     let guards = routes::compile_guards(&root, &mut errs);
     let callers = callers::compile(&root, env, mode, &mut errs);
     let notify = notify::compile(&root, env, &mut errs);
+    let molecule = molecule::compile(&root, env, &upstream.url, &mut errs);
     // A property of the whole file: judged once every table compiled cleanly (a class or a
     // source that failed to compile would make it report a consequence, not the cause).
     if errs.0.is_empty() && mode != Mode::Off && !routes.is_empty() {
@@ -84,6 +85,7 @@ pub fn parse(text: &str, env: Env<'_>) -> Result<Config, ConfigErrors> {
         store,
         policy,
         notify,
+        molecule,
     })
 }
 

@@ -129,12 +129,18 @@ impl App {
             Arc::clone(&self.policy),
             self.store.clone(),
         );
+        let mirror_health = self
+            .config
+            .molecule
+            .as_ref()
+            .map(|_| Arc::new(crate::mirror::MirrorHealth::default()));
         let admin = api::router(AdminState {
             store: self.store.clone(),
             policy: Arc::clone(&self.policy),
             metrics: Arc::clone(&self.metrics),
             pending: Arc::default(),
             reloader: self.reloader.clone(),
+            mirror: mirror_health.clone(),
         });
         tracing::info!(
             proxy = %self.proxy_addr(), admin = %self.admin_addr(), summary = %self.config.summary(),
@@ -159,6 +165,21 @@ impl App {
             stopped(stop_rx.clone()),
         )
         .context("starting notifications")?;
+        // The canvas mirror (SPEC §12), only when `[molecule] mirror_approvals` is on.
+        let mirror = match (self.config.molecule.clone(), mirror_health) {
+            (Some(settings), Some(health)) => Some(
+                crate::mirror::spawn(
+                    settings,
+                    self.store.clone(),
+                    Arc::clone(&self.policy),
+                    Arc::clone(&self.metrics),
+                    health,
+                    stopped(stop_rx.clone()),
+                )
+                .context("starting the canvas mirror")?,
+            ),
+            _ => None,
+        };
         let sweeper = tokio::spawn(sweep(
             self.store.clone(),
             Arc::clone(&self.metrics),
@@ -204,6 +225,9 @@ impl App {
         migrator.abort();
         sweeper.abort();
         if let Some(task) = notifier {
+            task.abort();
+        }
+        if let Some(task) = mirror {
             task.abort();
         }
         tracing::info!("approval-gateway stopped");

@@ -24,6 +24,7 @@ pub mod config;
 pub mod reload;
 pub mod metrics;
 pub mod notify;
+pub mod mirror;
 pub mod api;
 pub mod app;
 pub mod cli;

@@ -19,6 +19,7 @@ pub const GATE_MODE: &str = "approval_gateway_gate_mode";
 pub const CONFIG_RELOADS: &str = "approval_gateway_config_reloads";
 pub const REQUESTS_WAITING: &str = "approval_gateway_requests_waiting";
 pub const NOTIFY_FAILURES: &str = "approval_gateway_notify_failures";
+pub const MIRROR_FAILURES: &str = "approval_gateway_mirror_failures";
 
 /// `outcome` label of `approval_gateway_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
@@ -111,6 +112,8 @@ pub struct Metrics {
     pub requests_waiting: Gauge,
     /// Notification tries that failed and notifications dropped (SPEC §11).
     pub notify_failures: Family<TargetLabels, Counter>,
+    /// Canvas mirror calls and store steps that failed (SPEC §12).
+    pub mirror_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -185,6 +188,13 @@ impl Metrics {
              on a full queue, by [[notify]] target",
             notify_failures.clone(),
         );
+        let mirror_failures = Counter::default();
+        registry.register(
+            MIRROR_FAILURES,
+            "Canvas mirror tries that failed (creating, re-creating or deciding the \
+             workspace-server's approval rows), each retried with backoff",
+            mirror_failures.clone(),
+        );
         let passthrough = requests
             .get_or_create(&RequestLabels {
                 route: "none".to_owned(),
@@ -204,6 +214,7 @@ impl Metrics {
             config_reloads,
             requests_waiting,
             notify_failures,
+            mirror_failures,
         }
     }
 

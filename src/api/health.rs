@@ -32,8 +32,10 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// 200 once migrations are applied and the store answers a ping; 503 problem otherwise.
-pub async fn readyz(State(st): State<AdminState>) -> Result<&'static str, ApiError> {
+/// 200 once migrations are applied and the store answers a ping; 503 problem otherwise. A
+/// canvas mirror that keeps failing adds a line to the 200 (it never makes readiness fail: the
+/// gate works without it).
+pub async fn readyz(State(st): State<AdminState>) -> Result<String, ApiError> {
     let ping = st.store.backend().ping().await;
     if !st.store.is_ready() {
         // Say what is wrong: a store that is down is not one waiting for its migrations.
@@ -43,7 +45,14 @@ pub async fn readyz(State(st): State<AdminState>) -> Result<&'static str, ApiErr
         }));
     }
     match ping {
-        Ok(()) => Ok("ready\n"),
+        Ok(()) => {
+            let mut body = "ready\n".to_owned();
+            if let Some(line) = st.mirror.as_ref().and_then(|m| m.detail()) {
+                body.push_str(&line);
+                body.push('\n');
+            }
+            Ok(body)
+        }
         Err(e) => {
             tracing::warn!(error = %e, "readyz: store ping failed");
             Err(ApiError::NotReady("the approval store is unreachable"))

@@ -44,6 +44,8 @@ pub struct AdminState {
     /// Hot reload from the config file (`POST /v1/admin/reload`); `None` when the process was
     /// not started from a file (tests, `demo`).
     pub reloader: Option<Arc<Reloader>>,
+    /// The canvas mirror's health (a `/readyz` detail line), when the mirror runs.
+    pub mirror: Option<Arc<crate::mirror::MirrorHealth>>,
 }
 
 /// The admin router. The caller serves it on the admin listener.

@@ -95,7 +95,7 @@ impl std::fmt::Debug for NotifyTarget {
     }
 }
 
-type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// One rendered notification for one target.
 #[derive(Debug, Clone)]
@@ -149,7 +149,7 @@ pub fn spawn(
     Ok(Some(tokio::spawn(dispatcher.run(feed, stop))))
 }
 
-fn client() -> anyhow::Result<HttpsClient> {
+pub(crate) fn client() -> anyhow::Result<HttpsClient> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let connector = HttpsConnectorBuilder::new()
         .with_provider_and_webpki_roots(provider)

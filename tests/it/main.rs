@@ -12,6 +12,7 @@ mod cli;
 mod differential;
 mod gate;
 mod hardening;
+mod mirror;
 mod molecule;
 mod notify;
 mod proxy;

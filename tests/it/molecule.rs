@@ -18,18 +18,18 @@ use crate::support::standin::{
 };
 use crate::support::{db, gateway, raw};
 
-const ADMIN: &str = "molecule-admin-token-for-tests";
-const JWT_SECRET: &str = "molecule-test-jwt-secret-0123456789";
+pub(crate) const ADMIN: &str = "molecule-admin-token-for-tests";
+pub(crate) const JWT_SECRET: &str = "molecule-test-jwt-secret-0123456789";
 
 /// A fake control plane: `GET /cp/auth/tenant-member` answers for the `Cookie` it gets:
 /// `session=alice` → a member; `session=broken` → 500; anything else → 401.
-struct ControlPlane {
+pub(crate) struct ControlPlane {
     addr: SocketAddr,
-    asked: Arc<AtomicUsize>,
+    pub(crate) asked: Arc<AtomicUsize>,
 }
 
 impl ControlPlane {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let asked = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&asked);
         let app = axum::Router::new().route(
@@ -65,7 +65,7 @@ impl ControlPlane {
         Self { addr, asked }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 }

@@ -159,6 +159,7 @@ pub async fn serve(store: Store, policy: Policy) -> Admin {
         metrics: metrics.clone(),
         pending: Arc::default(),
         reloader: None,
+        mirror: None,
     };
     tokio::spawn(async move { axum::serve(listener, router(state)).await });
     Admin {

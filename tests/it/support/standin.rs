@@ -171,8 +171,15 @@ impl Standin {
     /// Starts the stand-in on `127.0.0.1:0` with `DATABASE_URL=db_url` and `env` (e.g.
     /// `("ADMIN_TOKEN", "...")`); the variables it reads are otherwise unset.
     pub async fn start(db_url: &str, env: &[(&str, &str)]) -> Standin {
+        Self::start_at(db_url, env, "127.0.0.1:0").await
+    }
+
+    /// [`start`](Self::start) on a given address (`-listen`), e.g. a port a test reserved for
+    /// a server that comes up late.
+    pub async fn start_at(db_url: &str, env: &[(&str, &str)], listen: &str) -> Standin {
         let bin = tokio::task::spawn_blocking(binary).await.unwrap();
         let mut cmd = Command::new(bin);
+        cmd.arg("-listen").arg(listen);
         for k in STANDIN_ENV {
             cmd.env_remove(k);
         }

@@ -128,7 +128,8 @@ impl App {
             Arc::clone(&self.metrics),
             Arc::clone(&self.policy),
             self.store.clone(),
-        );
+        )
+        .with_canvas_decide(self.config.molecule.is_some());
         let mirror_health = self
             .config
             .molecule

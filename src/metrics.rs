@@ -36,6 +36,9 @@ pub enum Outcome {
     /// Held with `Prefer: wait` and answered because the approval was denied, withdrawn or
     /// expired meanwhile (an extension beyond SPEC §8).
     not_approved,
+    /// A decide call on a canvas-mirrored approval, answered as a vote in the gateway
+    /// (SPEC §12; an extension beyond SPEC §8).
+    canvas_decided,
 }
 
 /// `event` label of `approval_gateway_approvals_total`.

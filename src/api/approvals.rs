@@ -184,17 +184,37 @@ pub async fn decide(
     auth::require_approver(&caller)?;
     let id = parse_id(&id)?;
     let vote = vote_from(&caller, parse_json(&body?)?)?;
-    let now = Utc::now();
-    let current = visible(&caller, st.store.backend().get(id, now).await?)?;
-    auth::check_vote(&caller, &current, vote.kind)?;
     let ttls = st.policy.load().gate.ttls;
-    match st.store.backend().decide(id, &vote, ttls, now).await? {
+    let approval = cast_vote(&st.store, &st.metrics, ttls, &caller, id, &vote).await?;
+    Ok(Json(approval))
+}
+
+/// Record `vote` by `caller` on approval `id` with every check of the API (approver class,
+/// self-approval over both `act` chains, only admins bypass; the store: pending, unexpired, one
+/// vote per approver), then log and count the transition. Shared by `POST
+/// /v1/approvals/{id}/decisions` and the canvas decide route (`proxy::canvas_decide`).
+pub async fn cast_vote(
+    store: &crate::store::Store,
+    metrics: &crate::metrics::Metrics,
+    ttls: crate::store::Ttls,
+    caller: &Caller,
+    id: ApprovalId,
+    vote: &Vote,
+) -> Result<Approval, ApiError> {
+    auth::require_approver(caller)?;
+    let now = Utc::now();
+    let current = visible(caller, store.backend().get(id, now).await?)?;
+    auth::check_vote(caller, &current, vote.kind)?;
+    match store.backend().decide(id, vote, ttls, now).await? {
         DecideOutcome::Recorded(approval) => {
             match vote_event(vote.kind, approval.status) {
-                Some(event) => st.transition(&approval, event, &vote.approver),
-                None => st.voted(&approval, &vote.approver),
+                Some(event) => {
+                    super::log_transition(&approval, event, &vote.approver, vote.via);
+                    metrics.approval(&approval.action, event);
+                }
+                None => super::log_vote(&approval, &vote.approver, vote.via),
             }
-            Ok(Json(approval))
+            Ok(approval)
         }
         DecideOutcome::NotFound => Err(ApiError::NotFound(NO_SUCH_APPROVAL)),
         DecideOutcome::NotPending(_) => {

@@ -61,7 +61,7 @@ impl ApiError {
         ApiError::BadRequest(detail.into())
     }
 
-    fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::MissingCredential | ApiError::BadCredential => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -78,7 +78,7 @@ impl ApiError {
     }
 
     /// `(type URN, title, detail)`; never includes a cause chain.
-    fn parts(&self) -> (&'static str, &'static str, Cow<'static, str>) {
+    pub(crate) fn parts(&self) -> (&'static str, &'static str, Cow<'static, str>) {
         match self {
             ApiError::MissingCredential => (
                 "urn:approval-gateway:unauthorized",

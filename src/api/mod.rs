@@ -96,33 +96,51 @@ impl AdminState {
 
     /// A transition made through the API: one JSON log line (no tokens) and one metric.
     fn transition(&self, approval: &Approval, event: ApprovalEvent, actor: &str) {
-        tracing::info!(
-            target: "audit",
-            approval_id = %approval.id,
-            event = ?event,
-            actor = %actor,
-            via = "api",
-            action = %approval.action,
-            scope = %approval.scope,
-            status = approval.status.as_str(),
-            "approval transition"
-        );
+        log_transition(approval, event, actor, crate::store::Via::Api);
         self.metrics.approval(&approval.action, event);
     }
+}
 
-    /// A vote short of quorum: logged (the store audits it), not counted.
-    fn voted(&self, approval: &Approval, actor: &str) {
-        tracing::info!(
-            target: "audit",
-            approval_id = %approval.id,
-            event = "voted",
-            actor = %actor,
-            via = "api",
-            action = %approval.action,
-            status = approval.status.as_str(),
-            "approval vote"
-        );
+/// The audit log line of a transition (the store has audited it already).
+pub(crate) fn log_transition(
+    approval: &Approval,
+    event: ApprovalEvent,
+    actor: &str,
+    via: crate::store::Via,
+) {
+    tracing::info!(
+        target: "audit",
+        approval_id = %approval.id,
+        event = ?event,
+        actor = %actor,
+        via = via_name(via),
+        action = %approval.action,
+        scope = %approval.scope,
+        status = approval.status.as_str(),
+        "approval transition"
+    );
+}
+
+fn via_name(via: crate::store::Via) -> &'static str {
+    match via {
+        crate::store::Via::Gateway => "gateway",
+        crate::store::Via::Api => "api",
+        crate::store::Via::Cli => "cli",
     }
+}
+
+/// A vote short of quorum: logged (the store audits it), not counted.
+pub(crate) fn log_vote(approval: &Approval, actor: &str, via: crate::store::Via) {
+    tracing::info!(
+        target: "audit",
+        approval_id = %approval.id,
+        event = "voted",
+        actor = %actor,
+        via = via_name(via),
+        action = %approval.action,
+        status = approval.status.as_str(),
+        "approval vote"
+    );
 }
 
 /// A path id; 400 when it is not a UUID.

@@ -41,6 +41,8 @@ pub(super) struct Matched<'p> {
     pub policy: &'p Policy,
     pub guard: bool,
     pub route: Option<RouteMatch<'p, Arc<GateRule>>>,
+    /// The canvas mirror's decide route (`canvas_decide.rs`), with the mirror on.
+    pub canvas_decide: bool,
 }
 
 pub(super) async fn handle(
@@ -55,6 +57,16 @@ pub(super) async fn handle(
     let caller = match m.policy.callers.classify(&parts.headers, unix_now()).await {
         Ok(caller) => caller,
         Err(e) => return reject_credential(shared, note, action, e),
+    };
+    // A decide on a row the canvas mirror made is a vote here, whoever calls (before the
+    // unknown-caller rule: an unverified caller gets the mirror's 403).
+    let body = if m.canvas_decide {
+        match super::canvas_decide::handle(shared, m.policy, &caller, &parts, body, note).await {
+            super::canvas_decide::Intercepted::Answered(resp) => return resp,
+            super::canvas_decide::Intercepted::NotMirrored(body) => body,
+        }
+    } else {
+        body
     };
     if !caller.recognised {
         if let Some(resp) = unknown_caller(shared, &m, &parts, note) {

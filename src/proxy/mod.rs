@@ -11,6 +11,7 @@
 
 mod access;
 pub mod body;
+mod canvas_decide;
 pub mod forward;
 mod gated;
 pub mod h1;
@@ -64,6 +65,8 @@ pub(crate) struct Shared {
     /// Work a request leaves running after its answer (recording a consumed approval's
     /// upstream result); a stopping shard waits for it ([`Proxy::finish_background`]).
     background: tokio_util::task::TaskTracker,
+    /// The canvas mirror is on: decide calls on its rows are votes here (`canvas_decide.rs`).
+    canvas_decide: bool,
 }
 
 impl Proxy {
@@ -80,8 +83,19 @@ impl Proxy {
                 policy,
                 store,
                 background: tokio_util::task::TaskTracker::new(),
+                canvas_decide: false,
             }),
         }
+    }
+
+    /// Answer decide calls on the canvas mirror's rows (SPEC §12) as votes in the gateway. Call
+    /// right after [`Proxy::new`], before the proxy is cloned.
+    pub fn with_canvas_decide(mut self, on: bool) -> Self {
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => shared.canvas_decide = on,
+            None => tracing::error!("with_canvas_decide on a shared proxy: ignored"),
+        }
+        self
     }
 
     /// Wait (at most `within`) for the work requests left running after their answers, so a
@@ -111,6 +125,7 @@ impl Proxy {
             Arc::clone(&s.policy),
             s.store.for_this_thread(),
         )
+        .with_canvas_decide(s.canvas_decide)
     }
 
     pub fn upstream(&self) -> &Upstream {
@@ -138,9 +153,16 @@ impl Proxy {
             drop(policy);
             return Ok(shared.pass_through_logged(req, &down).await);
         }
-        let Some((guard, route)) = lookup(&policy, req.method(), req.uri().path()) else {
-            drop(policy);
-            return Ok(shared.pass_through_logged(req, &down).await);
+        // The canvas mirror's decide route goes down the gated path even without a rule.
+        let canvas_decide =
+            shared.canvas_decide && canvas_decide::matches(req.method(), req.uri().path());
+        let (guard, route) = match lookup(&policy, req.method(), req.uri().path()) {
+            Some(hit) => hit,
+            None if canvas_decide => (false, None),
+            None => {
+                drop(policy);
+                return Ok(shared.pass_through_logged(req, &down).await);
+            }
         };
         // A hit: keep this policy for the whole request, even if a reload swaps it meanwhile.
         let policy = arc_swap::Guard::into_inner(policy);
@@ -153,6 +175,7 @@ impl Proxy {
             policy: &policy,
             guard,
             route,
+            canvas_decide,
         };
         let action = matched.route.as_ref().map_or("none", |r| &*r.value.action);
         // Captured only when the access log is on (the owned path is the one allocation).

@@ -14,7 +14,9 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::molecule::{ControlPlane, ADMIN, JWT_SECRET};
-use crate::support::standin::{insert_org_token, insert_workspace, Standin};
+use crate::support::standin::{
+    insert_org_token, insert_workspace, insert_workspace_token, Standin,
+};
 use crate::support::{db, gateway, raw};
 
 const INBOX: &str = "http://inbox.test:9090";
@@ -398,5 +400,183 @@ async fn the_mirror_catches_up_when_the_server_returns_postgres() {
         (!body.contains("canvas mirror")).then_some(())
     })
     .await;
+    gw.stop().await;
+}
+
+/// The canvas's decide route on a mirrored row, through the gateway: only a verified human
+/// decides (a canvas session here), as a vote in the gateway answered in the server's shape;
+/// the agent itself, a workspace token, ADMIN_TOKEN's class, a refused session and a forged
+/// same-origin request get 403 and nothing reaches the server. The decision is then written
+/// back to the row and the agent's retry is forwarded once.
+#[tokio::test]
+async fn only_verified_humans_decide_mirrored_rows_through_the_gateway_postgres() {
+    let Some(url) = db::postgres_url().await else {
+        return;
+    };
+    let cp = ControlPlane::start().await;
+    let standin = start_standin(&url, &cp.url(), "127.0.0.1:0").await;
+    let pool = standin.pool().await;
+    let anchor = insert_workspace(&pool, "anchor", None).await;
+    let w = insert_workspace(&pool, "target", None).await;
+    let org = insert_org_token(&pool, Some(w), false).await;
+    let ws_token = insert_workspace_token(&pool, w).await;
+    let gw = Gw::start(&standin.url(), &url, &cp.url(), &standin.url(), anchor).await;
+
+    let path = format!("/workspaces/{w}");
+    let agent = raw::bearer(&org);
+    let r = raw::send(gw.proxy, "DELETE", path.as_bytes(), &[&agent], b"").await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = approval_id(&r.body);
+    let m = until("the server row", || async { gw.mirror(id).await }).await;
+    let decide = format!("/workspaces/{w}/approvals/{}/decide", m.server_id);
+    let body: &[u8] = br#"{"decision":"approved","decided_by":"human"}"#;
+    let json: &[u8] = b"Content-Type: application/json";
+    let send = |headers: Vec<Vec<u8>>| {
+        let (proxy, decide) = (gw.proxy, decide.clone());
+        async move {
+            let mut refs: Vec<&[u8]> = headers.iter().map(Vec::as_slice).collect();
+            refs.push(json);
+            raw::send(proxy, "POST", decide.as_bytes(), &refs, body).await
+        }
+    };
+    standin.reset().await;
+    for (name, headers) in [
+        ("the requesting agent", vec![agent.clone()]),
+        ("a workspace token", vec![raw::bearer(&ws_token)]),
+        (
+            "ADMIN_TOKEN (not an approver class)",
+            vec![raw::bearer(ADMIN)],
+        ),
+        (
+            "forged same-origin",
+            vec![
+                format!("Origin: http://{}", gw.proxy).into_bytes(),
+                format!("Referer: http://{}/", gw.proxy).into_bytes(),
+            ],
+        ),
+        (
+            "a refused session",
+            vec![b"Cookie: session=mallory".to_vec()],
+        ),
+    ] {
+        let r = send(headers).await;
+        assert_eq!(r.status, 403, "{name}: {}", r.body);
+        assert!(
+            r.body.contains("held by the approval gateway"),
+            "{name}: {}",
+            r.body
+        );
+    }
+    assert_eq!(gw.status(id).await, Status::Pending);
+    let forwarded = |reqs: Vec<crate::support::standin::StandinRequest>| {
+        reqs.into_iter()
+            .filter(|r| r.path.ends_with("/decide"))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        forwarded(standin.requests().await).is_empty(),
+        "no decide reached the server"
+    );
+    assert_eq!(
+        server_row(&pool, &m.server_id).await.unwrap().status,
+        "pending"
+    );
+
+    // A human with a canvas session: a vote in the gateway, answered as the server would.
+    let r = send(vec![b"Cookie: session=alice".to_vec()]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"status": "approved", "approval_id": m.server_id})
+    );
+    let a = gw
+        .store
+        .backend()
+        .get(id, chrono::Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.status, Status::Approved);
+    assert_eq!(a.decisions.len(), 1);
+    assert_eq!(a.decisions[0].approver, "user-alice");
+    let row = until("the write-back", || async {
+        server_row(&pool, &m.server_id)
+            .await
+            .filter(|r| r.status != "pending")
+    })
+    .await;
+    assert_eq!(row.status, "approved");
+    assert!(row.decided_by.unwrap_or_default().contains("user-alice"));
+    let decides = forwarded(standin.requests().await);
+    assert_eq!(
+        decides.len(),
+        1,
+        "only the mirror's write-back: {decides:?}"
+    );
+    assert_eq!(
+        decides[0].header("User-Agent"),
+        Some("approval-gateway-mirror")
+    );
+    let again = send(vec![b"Cookie: session=alice".to_vec()]).await;
+    assert_eq!(again.status, 409, "no longer pending: {}", again.body);
+
+    standin.reset().await;
+    let r = raw::send(gw.proxy, "DELETE", path.as_bytes(), &[&agent], b"").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = raw::send(gw.proxy, "DELETE", path.as_bytes(), &[&agent], b"").await;
+    assert_eq!(r.status, 202, "one approval, one execution: {}", r.body);
+    let deletes: Vec<_> = standin
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .collect();
+    assert_eq!(deletes.len(), 1);
+    assert_eq!(
+        deletes[0].header("Approval-Id"),
+        Some(id.to_string().as_str())
+    );
+
+    // A deny from the canvas; and a row the gateway did not make is forwarded as before.
+    let w2 = insert_workspace(&pool, "second", None).await;
+    let org2 = insert_org_token(&pool, Some(w2), false).await;
+    let r = raw::send(
+        gw.proxy,
+        "DELETE",
+        format!("/workspaces/{w2}").as_bytes(),
+        &[&raw::bearer(&org2)],
+        b"",
+    )
+    .await;
+    let id2 = approval_id(&r.body);
+    let m2 = until("the second server row", || async { gw.mirror(id2).await }).await;
+    let r = raw::send(
+        gw.proxy,
+        "POST",
+        format!("/workspaces/{w2}/approvals/{}/decide", m2.server_id).as_bytes(),
+        &[b"Cookie: session=alice", json],
+        br#"{"decision":"denied"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains(r#""status":"denied""#), "{}", r.body);
+    assert_eq!(gw.status(id2).await, Status::Denied);
+    standin.reset().await;
+    let other = format!("/workspaces/{w2}/approvals/{}/decide", Uuid::new_v4());
+    let r = raw::send(
+        gw.proxy,
+        "POST",
+        other.as_bytes(),
+        &[b"Cookie: session=alice", json],
+        br#"{"decision":"approved"}"#,
+    )
+    .await;
+    assert_ne!(r.status, 200, "{}", r.body);
+    let seen = forwarded(standin.requests().await);
+    assert!(
+        seen.iter().any(|r| r.request_uri == other),
+        "a row the gateway did not make is the server's: {seen:?}"
+    );
     gw.stop().await;
 }

@@ -1,0 +1,259 @@
+//! The canvas's decide route on a mirrored approval (SPEC §12): `POST
+//! /workspaces/{id}/approvals/{aid}/decide` where `aid` is the server row the canvas mirror made
+//! for a gateway approval (`mirror_find`). Such a call is not forwarded: it is a vote in the
+//! gateway by the caller, with the API's rules (`api::approvals::cast_vote`: an approver class —
+//! an approver JWT or a recognised cookie session — with a subject; never the requester's own
+//! chain; one vote each), answered in the server's shape `{"status":"approved"|"denied",
+//! "approval_id":aid}`. The mirror worker then writes the gateway's outcome to the server row.
+//!
+//! Anyone else — a gated caller, a workspace token, an unverified same-origin request, a
+//! known-but-not-approver class such as `ADMIN_TOKEN`'s — gets 403 and nothing is forwarded.
+//! An `aid` that is not mirrored goes on down the normal path (the decide guard still refuses
+//! gated callers). Only on when the mirror is (`Shared::canvas_decide`).
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http::{request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use super::access::Note;
+use super::timer;
+use super::{json, read_limited, Problem, ProxyBody, ProxyError, Shared};
+use crate::api::error::ApiError;
+use crate::caller::Caller;
+use crate::config::Policy;
+use crate::metrics::Outcome;
+use crate::store::{Via, Vote, VoteKind};
+
+/// Largest decide body read (the canvas sends a few dozen bytes).
+const MAX_BODY: usize = 16 * 1024;
+const ACTION: &str = "none";
+
+/// Does this request name the decide route? (`path` as received.)
+pub(super) fn matches(method: &http::Method, path: &str) -> bool {
+    method == http::Method::POST
+        && crate::route::path::plain(path)
+            .ok()
+            .is_some_and(|p| parse(&p).is_some())
+}
+
+/// `(workspace id, approval id)` of `/workspaces/{id}/approvals/{aid}/decide`.
+fn parse(path: &str) -> Option<(String, String)> {
+    let mut it = path.split('/');
+    match (
+        it.next(),
+        it.next(),
+        it.next(),
+        it.next(),
+        it.next(),
+        it.next(),
+        it.next(),
+    ) {
+        (
+            Some(""),
+            Some("workspaces"),
+            Some(ws),
+            Some("approvals"),
+            Some(aid),
+            Some("decide"),
+            None,
+        ) if !ws.is_empty() && !aid.is_empty() => Some((ws.to_owned(), aid.to_owned())),
+        _ => None,
+    }
+}
+
+/// What became of the request. (Once per decide call: boxing the response would buy nothing.)
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Intercepted {
+    /// Answered here; nothing forwarded.
+    Answered(Response<ProxyBody>),
+    /// Not a mirrored approval: the normal path continues with the untouched body.
+    NotMirrored(Incoming),
+}
+
+#[derive(Deserialize)]
+struct DecideBody {
+    decision: String,
+}
+
+pub(super) async fn handle(
+    shared: &Shared,
+    policy: &Policy,
+    caller: &Caller,
+    parts: &request::Parts,
+    body: Incoming,
+    note: &mut Note,
+) -> Intercepted {
+    let Some((ws, aid)) = crate::route::path::plain(parts.uri.path())
+        .ok()
+        .and_then(|p| parse(&p))
+    else {
+        return Intercepted::NotMirrored(body);
+    };
+    // With the store down it cannot be told whether `aid` is the gateway's: fail closed.
+    if !shared.store.is_ready() {
+        return answered(shared, note, Outcome::store_unavailable, unavailable(None));
+    }
+    let row = match shared.store.backend().mirror_find(&aid).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return Intercepted::NotMirrored(body),
+        Err(e) => {
+            return answered(
+                shared,
+                note,
+                Outcome::store_unavailable,
+                unavailable(Some(e)),
+            )
+        }
+    };
+    if !caller.recognised || caller.is_gated() || !caller.is_approver() || caller.subject.is_none()
+    {
+        tracing::info!(caller = caller.class_name().unwrap_or("unrecognised"), approval_id = %row.approval_id,
+            server_id = %aid, "canvas decide refused: not a verified approver");
+        let resp = ProxyError::Forbidden(Cow::Borrowed(
+            "this approval is held by the approval gateway: only a verified human (an approver \
+             JWT or a canvas session) may decide it; nothing was forwarded",
+        ))
+        .into_response();
+        return answered(shared, note, Outcome::guard_denied, resp);
+    }
+    if !ws.eq_ignore_ascii_case(&row.workspace_id) {
+        let resp = json(
+            StatusCode::NOT_FOUND,
+            http::HeaderMap::new(),
+            Bytes::from_static(br#"{"error":"approval not found or already decided"}"#),
+        );
+        return answered(shared, note, Outcome::bad_request, resp);
+    }
+    let within = shared.upstream.body_timeouts().read;
+    let bytes = match timer::timeout(timer::now(), within, read_limited(body, MAX_BODY)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            return answered(
+                shared,
+                note,
+                Outcome::bad_request,
+                ProxyError::from(e).into_response(),
+            )
+        }
+        Err(timer::Elapsed) => {
+            return answered(
+                shared,
+                note,
+                Outcome::bad_request,
+                ProxyError::BodyTimeout.into_response(),
+            )
+        }
+    };
+    let kind = match serde_json::from_slice::<DecideBody>(&bytes)
+        .ok()
+        .map(|b| b.decision)
+        .as_deref()
+    {
+        Some("approved") => VoteKind::Approve,
+        Some("denied") => VoteKind::Deny,
+        _ => {
+            let resp = json(
+                StatusCode::BAD_REQUEST,
+                http::HeaderMap::new(),
+                Bytes::from_static(br#"{"error":"decision must be 'approved' or 'denied'"}"#),
+            );
+            return answered(shared, note, Outcome::bad_request, resp);
+        }
+    };
+    let vote = Vote {
+        approver: crate::api::auth::approver_name(caller),
+        kind,
+        comment: Some("decided in the Molecule canvas".to_owned()),
+        via: Via::Gateway,
+    };
+    let outcome = crate::api::approvals::cast_vote(
+        &shared.store,
+        &shared.metrics,
+        policy.gate.ttls,
+        caller,
+        row.approval_id,
+        &vote,
+    )
+    .await;
+    note.approval = Some(row.approval_id);
+    match outcome {
+        Ok(_) => {
+            let status = if kind == VoteKind::Approve {
+                "approved"
+            } else {
+                "denied"
+            };
+            let body = serde_json::json!({"status": status, "approval_id": aid});
+            let resp = json(
+                StatusCode::OK,
+                http::HeaderMap::new(),
+                Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+            );
+            answered(shared, note, Outcome::canvas_decided, resp)
+        }
+        Err(e) => {
+            let outcome = match &e {
+                ApiError::Store(_) => Outcome::store_unavailable,
+                ApiError::Forbidden(_) => Outcome::guard_denied,
+                _ => Outcome::bad_request,
+            };
+            answered(shared, note, outcome, api_problem(&e))
+        }
+    }
+}
+
+fn answered(
+    shared: &Shared,
+    note: &mut Note,
+    outcome: Outcome,
+    resp: Response<ProxyBody>,
+) -> Intercepted {
+    shared.metrics.request(ACTION, outcome);
+    note.outcome = outcome;
+    Intercepted::Answered(resp)
+}
+
+fn unavailable(e: Option<crate::store::StoreError>) -> Response<ProxyBody> {
+    if let Some(e) = &e {
+        tracing::error!(error = %e, "canvas decide: approval store failed; answering 503");
+    }
+    ProxyError::StoreUnavailable(e).into_response()
+}
+
+/// The API's refusal as the same problem body, from the data plane.
+fn api_problem(e: &ApiError) -> Response<ProxyBody> {
+    let (kind, title, detail) = e.parts();
+    Problem::new(e.status(), kind, title, detail.into_owned()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_decide_route_and_nothing_else() {
+        let post = http::Method::POST;
+        assert_eq!(
+            parse("/workspaces/w1/approvals/a1/decide"),
+            Some(("w1".to_owned(), "a1".to_owned()))
+        );
+        assert!(matches(&post, "/workspaces/w1/approvals/a1/decide"));
+        assert!(matches(&post, "/workspaces/w1/approvals/a%31/decide"));
+        assert!(!matches(
+            &http::Method::GET,
+            "/workspaces/w1/approvals/a1/decide"
+        ));
+        for p in [
+            "/workspaces/w1/approvals/a1/decide/",
+            "/workspaces/w1/approvals/a1",
+            "/workspaces//approvals/a1/decide",
+            "/workspaces/w1/approvals/a1/decide/x",
+            "/x/workspaces/w1/approvals/a1/decide",
+        ] {
+            assert!(!matches(&post, p), "{p}");
+        }
+    }
+}

@@ -580,3 +580,90 @@ async fn only_verified_humans_decide_mirrored_rows_through_the_gateway_postgres(
     );
     gw.stop().await;
 }
+
+/// An approval whose scope is not a workspace id (an unanchored org token minting a token:
+/// scope `org:unanchored`) gets its row on the anchor workspace; a withdrawn approval's row is
+/// denied with `decided_by` saying why, and an expired one's likewise.
+#[tokio::test]
+async fn org_wide_rows_sit_on_the_anchor_and_ends_are_written_back_postgres() {
+    let Some(url) = db::postgres_url().await else {
+        return;
+    };
+    let cp = ControlPlane::start().await;
+    let standin = start_standin(&url, &cp.url(), "127.0.0.1:0").await;
+    let pool = standin.pool().await;
+    let anchor = insert_workspace(&pool, "anchor", None).await;
+    let unanchored = insert_org_token(&pool, None, false).await;
+    let gw = Gw::start(&standin.url(), &url, &cp.url(), &standin.url(), anchor).await;
+
+    let mint = |name: &'static str| {
+        let (proxy, auth) = (gw.proxy, raw::bearer(&unanchored));
+        async move {
+            let body = format!(r#"{{"name":"{name}"}}"#);
+            raw::send(
+                proxy,
+                "POST",
+                b"/org/tokens",
+                &[&auth, b"Content-Type: application/json"],
+                body.as_bytes(),
+            )
+            .await
+        }
+    };
+    let r = mint("ci").await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = approval_id(&r.body);
+    let m = until("the server row", || async { gw.mirror(id).await }).await;
+    assert_eq!(m.workspace_id, anchor.to_string(), "org-wide: the anchor");
+    let row = server_row(&pool, &m.server_id).await.unwrap();
+    assert_eq!(row.workspace_id, anchor.to_string());
+    assert!(row.reason.contains("org:unanchored"), "{:?}", row.reason);
+
+    let a = gw
+        .store
+        .backend()
+        .get(id, chrono::Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    let out = gw
+        .store
+        .backend()
+        .withdraw(id, &a.requester, Via::Api, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert!(matches!(
+        out,
+        approval_gateway::store::WithdrawOutcome::Withdrawn(_)
+    ));
+    let row = until("the withdrawal written back", || async {
+        server_row(&pool, &m.server_id)
+            .await
+            .filter(|r| r.status != "pending")
+    })
+    .await;
+    assert_eq!(row.status, "denied");
+    assert_eq!(
+        row.decided_by.as_deref(),
+        Some("approval-gateway: withdrawn by the requester")
+    );
+
+    // Expiry: the sweeper's transition (forced here with a clock past every TTL).
+    let r = mint("ops").await;
+    let id = approval_id(&r.body);
+    let m = until("the second row", || async { gw.mirror(id).await }).await;
+    let later = chrono::Utc::now() + chrono::Duration::days(30);
+    let expired = gw.store.backend().expire_due(later).await.unwrap();
+    assert!(expired.iter().any(|a| a.id == id));
+    let row = until("the expiry written back", || async {
+        server_row(&pool, &m.server_id)
+            .await
+            .filter(|r| r.status != "pending")
+    })
+    .await;
+    assert_eq!(
+        (row.status.as_str(), row.decided_by.as_deref()),
+        ("denied", Some("approval-gateway: expired"))
+    );
+    gw.stop().await;
+}

@@ -18,13 +18,14 @@
 //! backoff (1 s doubling to 60 s). Nothing here is on the request path: the gate answers its 202
 //! whether or not the server is up.
 //!
-//! Every [`MirrorSettings::resync`] (10 s) a pass reads the server's `GET /approvals/pending`
-//! (which auto-denies rows older than 10 minutes, as the canvas's own polling does) and, for every
-//! gateway approval still pending: creates the row it lacks (missed while the server was down) or
-//! re-creates it when its row is no longer pending there — auto-denied (`decided_by =
-//! 'auto-expired'`, not a human's denial: the gateway approval stays pending) or decided on the
-//! server without the gateway. When the server's list is full (50 rows) absence proves nothing,
-//! and no row is re-created on that pass.
+//! Every [`MirrorSettings::resync`] (10 s) a pass first writes back the outcomes still owed
+//! (`mirror_unwritten`: e.g. a write-back that failed before a restart), then reads the server's
+//! `GET /approvals/pending` (which auto-denies rows older than 10 minutes, as the canvas's own
+//! polling does) and, for every gateway approval still pending: creates the row it lacks (missed
+//! while the server was down) or re-creates it when its row is no longer pending there —
+//! auto-denied (`decided_by = 'auto-expired'`, not a human's denial: the gateway approval stays
+//! pending) or decided on the server without the gateway. When the server's list is full (50
+//! rows) absence proves nothing, and no row is re-created on that pass.
 //!
 //! Several replicas on one Postgres store each see every event: run the mirror on one replica
 //! (see docs/molecule.md).
@@ -60,6 +61,8 @@ const RETRY_TICK: Duration = Duration::from_millis(250);
 /// Gateway approvals examined per resync pass.
 const RESYNC_MAX: usize = 5000;
 const PAGE: u32 = 500;
+/// Outcomes written back per resync pass by the catch-up.
+const CATCH_UP_MAX: u32 = 100;
 
 /// How the mirror is doing, for `/readyz` (it never makes readiness fail).
 #[derive(Debug, Default)]
@@ -282,6 +285,20 @@ impl Worker {
     async fn resync(&mut self) {
         if !self.store.is_ready() {
             return;
+        }
+        // Outcomes not yet written back (a write-back that failed before a restart).
+        match self.store.backend().mirror_unwritten(CATCH_UP_MAX).await {
+            Ok(ids) => {
+                for id in ids {
+                    if !self.retry.contains_key(&id) {
+                        self.attempt(id).await;
+                    }
+                }
+            }
+            Err(e) => {
+                self.metrics.store_errors.inc();
+                tracing::warn!(error = %e, "canvas mirror: cannot list unwritten outcomes");
+            }
         }
         let pending = match self.gateway_pending().await {
             Ok(p) => p,

@@ -470,4 +470,8 @@ pub trait ApprovalStore: Send + Sync + fmt::Debug {
 
     /// Note that `decision` was written back to the approval's server row.
     async fn mirror_written_back(&self, id: ApprovalId, decision: &str) -> Result<(), StoreError>;
+
+    /// Approvals that have left `pending` while their server row has not been written back
+    /// (oldest mapping first, at most `limit`): the mirror's catch-up after a restart.
+    async fn mirror_unwritten(&self, limit: u32) -> Result<Vec<ApprovalId>, StoreError>;
 }

@@ -493,7 +493,21 @@ impl ApprovalStore for PgStore {
             .map(drop)
             .map_err(classify)
     }
+
+    async fn mirror_unwritten(&self, limit: u32) -> Result<Vec<ApprovalId>, StoreError> {
+        let ids: Vec<uuid::Uuid> = sqlx::query_scalar(UNWRITTEN_SELECT)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(ids.into_iter().map(ApprovalId).collect())
+    }
 }
+
+/// Mirrored approvals no longer pending whose server row still waits for the outcome.
+const UNWRITTEN_SELECT: &str = "SELECT m.approval_id FROM molecule_mirror m \
+     JOIN approvals a ON a.id = m.approval_id \
+     WHERE m.written_back IS NULL AND a.status <> 'pending' ORDER BY m.mirrored_at LIMIT $1";
 
 const MIRROR_SELECT: &str =
     "SELECT approval_id, workspace_id, server_id, mirrored_at, written_back FROM molecule_mirror";

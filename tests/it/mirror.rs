@@ -32,13 +32,26 @@ struct Gw {
 
 impl Gw {
     async fn start(upstream: &str, molecule_db: &str, cp: &str, server: &str, anchor: Uuid) -> Gw {
+        let store = gateway::sqlite_url();
+        Self::start_on(&store, upstream, molecule_db, cp, server, anchor).await
+    }
+
+    /// [`Gw::start`] on a given store (a restart).
+    async fn start_on(
+        store_url: &str,
+        upstream: &str,
+        molecule_db: &str,
+        cp: &str,
+        server: &str,
+        anchor: Uuid,
+    ) -> Gw {
         let member = format!("{cp}/cp/auth/tenant-member?slug=acme");
         let env: Vec<(&str, String)> = vec![
             ("MOLECULE_PLATFORM_APPROVAL_GATE", "enforce".into()),
             ("GATEWAY_LISTEN", "127.0.0.1:0".into()),
             ("GATEWAY_ADMIN_LISTEN", "127.0.0.1:0".into()),
             ("GATEWAY_UPSTREAM", upstream.into()),
-            ("GATEWAY_DATABASE_URL", gateway::sqlite_url()),
+            ("GATEWAY_DATABASE_URL", store_url.to_owned()),
             ("GATEWAY_PUBLIC_ADMIN_URL", INBOX.into()),
             ("MOLECULE_DATABASE_URL", molecule_db.into()),
             ("MOLECULE_CP_TENANT_MEMBER_URL", member),
@@ -664,6 +677,64 @@ async fn org_wide_rows_sit_on_the_anchor_and_ends_are_written_back_postgres() {
     assert_eq!(
         (row.status.as_str(), row.decided_by.as_deref()),
         ("denied", Some("approval-gateway: expired"))
+    );
+    gw.stop().await;
+}
+
+/// An outcome reached while no mirror could write it (here: decided while the gateway was
+/// stopped) is written back by the next process's resync pass.
+#[tokio::test]
+async fn outcomes_owed_before_a_restart_are_written_back_postgres() {
+    let Some(url) = db::postgres_url().await else {
+        return;
+    };
+    let cp = ControlPlane::start().await;
+    let standin = start_standin(&url, &cp.url(), "127.0.0.1:0").await;
+    let pool = standin.pool().await;
+    let anchor = insert_workspace(&pool, "anchor", None).await;
+    let w = insert_workspace(&pool, "target", None).await;
+    let org = insert_org_token(&pool, Some(w), false).await;
+    let store_url = gateway::sqlite_url();
+    let args = (standin.url(), url.clone(), cp.url());
+    let start = || Gw::start_on(&store_url, &args.0, &args.1, &args.2, &args.0, anchor);
+    let gw = start().await;
+    let r = raw::send(
+        gw.proxy,
+        "DELETE",
+        format!("/workspaces/{w}").as_bytes(),
+        &[&raw::bearer(&org)],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = approval_id(&r.body);
+    let m = until("the server row", || async { gw.mirror(id).await }).await;
+    let store = gw.store.clone();
+    gw.stop().await;
+    let stopped = Gw {
+        proxy: "127.0.0.1:9".parse().unwrap(),
+        admin: "127.0.0.1:9".parse().unwrap(),
+        store,
+        stop: None,
+        task: None,
+    };
+    stopped.vote(id, "user-alice", VoteKind::Approve).await;
+    assert_eq!(
+        server_row(&pool, &m.server_id).await.unwrap().status,
+        "pending"
+    );
+
+    let gw = start().await;
+    let row = until("the owed write-back", || async {
+        server_row(&pool, &m.server_id)
+            .await
+            .filter(|r| r.status != "pending")
+    })
+    .await;
+    assert_eq!(row.status, "approved");
+    assert_eq!(
+        gw.mirror(id).await.unwrap().written_back.as_deref(),
+        Some("approved")
     );
     gw.stop().await;
 }

@@ -236,8 +236,10 @@ impl Worker {
         let anchor = self.settings.anchor_workspace.to_string();
         let ws = workspace_of(&a.scope).unwrap_or_else(|| anchor.clone());
         let created = match self.server.create(&ws, &body).await {
-            // The scope names no workspace the server knows: the anchor carries the row.
-            Err(ServerError::Status(status, _)) if ws != anchor && status != 401 => {
+            // The scope names no workspace the server knows (its insert fails: 500), or the
+            // server refuses it: the anchor carries the row. Not on 401/403/503 (the token or
+            // the server is the problem; retried as is).
+            Err(ServerError::Status(status @ (400 | 404 | 500), _)) if ws != anchor => {
                 tracing::info!(approval_id = %a.id, scope = %a.scope, status,
                     "canvas mirror: the scope's workspace refused the row; using the anchor");
                 self.server
@@ -317,15 +319,8 @@ impl Worker {
                 self.metrics.mirror_failures.inc();
                 self.health.failed(&e.to_string());
                 tracing::warn!(error = %e, "canvas mirror: cannot read the server's pending rows");
-                // Still create the rows never made (they fail too while the server is down,
-                // and are retried with backoff).
-                for a in &pending {
-                    if !self.retry.contains_key(&a.id) {
-                        if let Ok(None) = self.store.backend().mirror_get(a.id).await {
-                            self.attempt(a.id).await;
-                        }
-                    }
-                }
+                // The rows never made are retried with backoff meanwhile; the first pass that
+                // reaches the server creates the rest.
                 return;
             }
         };

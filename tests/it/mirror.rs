@@ -595,7 +595,8 @@ async fn only_verified_humans_decide_mirrored_rows_through_the_gateway_postgres(
 }
 
 /// An approval whose scope is not a workspace id (an unanchored org token minting a token:
-/// scope `org:unanchored`) gets its row on the anchor workspace; a withdrawn approval's row is
+/// scope `org:unanchored`), or names no workspace the server has, gets its row on the anchor
+/// workspace; a withdrawn approval's row is
 /// denied with `decided_by` saying why, and an expired one's likewise.
 #[tokio::test]
 async fn org_wide_rows_sit_on_the_anchor_and_ends_are_written_back_postgres() {
@@ -631,6 +632,24 @@ async fn org_wide_rows_sit_on_the_anchor_and_ends_are_written_back_postgres() {
     let row = server_row(&pool, &m.server_id).await.unwrap();
     assert_eq!(row.workspace_id, anchor.to_string());
     assert!(row.reason.contains("org:unanchored"), "{:?}", row.reason);
+
+    // A scope that looks like a workspace id the server does not know: its insert fails (500)
+    // and the anchor carries the row.
+    let ghost = Uuid::new_v4();
+    let r = raw::send(
+        gw.proxy,
+        "DELETE",
+        format!("/workspaces/{ghost}").as_bytes(),
+        &[&raw::bearer(&unanchored)],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let ghost_id = approval_id(&r.body);
+    let g = until("the ghost's row", || async { gw.mirror(ghost_id).await }).await;
+    assert_eq!(g.workspace_id, anchor.to_string());
+    let row = server_row(&pool, &g.server_id).await.unwrap();
+    assert!(row.reason.contains(&ghost.to_string()), "{:?}", row.reason);
 
     let a = gw
         .store

@@ -282,13 +282,14 @@ impl Metrics {
     }
 }
 
-const COUNTERS: [&str; 6] = [
+const COUNTERS: [&str; 7] = [
     REQUESTS,
     UPSTREAM_ERRORS,
     APPROVALS,
     STORE_ERRORS,
     CONFIG_RELOADS,
     NOTIFY_FAILURES,
+    MIRROR_FAILURES,
 ];
 
 /// `# HELP <counter> …` / `# TYPE <counter> counter` → (prefix, name, rest).
@@ -336,5 +337,16 @@ mod tests {
         }
         assert!(!text.contains("# EOF"));
         assert!(!text.contains("# TYPE approval_gateway_requests counter"));
+        // Every counter's HELP/TYPE names it with `_total`, as its samples (promtool says "no
+        // help text" otherwise; the mirror's counter once slipped through).
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with('#') && l.contains("counter"))
+        {
+            let name = line.split(' ').nth(2).unwrap_or("");
+            if line.starts_with("# TYPE ") {
+                assert!(name.ends_with("_total"), "{line}");
+            }
+        }
     }
 }

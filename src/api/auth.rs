@@ -6,25 +6,28 @@
 //! they appear on both sides (requester or any actor of its `act` chain versus approver or any
 //! actor of the approver's chain); only admins bypass.
 
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, Method};
 
 use super::error::ApiError;
 use crate::caller::{Caller, CallerError};
 use crate::store::{Approval, VoteKind};
 
-/// Classify the request's credential. No bearer credential → 401; a credential that fails
-/// verification or that nothing recognises → 401; two Authorization headers → 400; a source
-/// outage → 503.
+/// Classify the request's credential: a bearer, or, without one, a session that a configured
+/// `http` token source recognises (its forwarded headers, e.g. the `Cookie` of a same-site
+/// control-plane login; `Callers::classify` asks the source). Neither → 401; a credential that
+/// fails verification or that nothing recognises → 401; two Authorization headers → 400; a
+/// source outage → 503. A session-authenticated request that changes state has passed
+/// [`check_session_request`] first (the admin router's middleware).
 pub async fn authenticate(
     callers: &crate::caller::Callers,
     headers: &HeaderMap,
     now_unix: u64,
 ) -> Result<Caller, ApiError> {
-    if !has_bearer(headers) {
+    if !has_bearer(headers) && !callers.has_session(headers) {
         return Err(ApiError::MissingCredential);
     }
     match callers.classify(headers, now_unix).await {
-        // A bearer no source recognised proves nobody.
+        // A bearer (or session) no source recognised proves nobody.
         Ok(c) if !c.recognised => Err(ApiError::BadCredential),
         // Requesters and approvers are told apart by their subject: a gated or approver
         // credential without one would share an identity (its class name) with every other.
@@ -47,6 +50,102 @@ pub async fn authenticate(
             tracing::info!(reason = %e, "admin API: credential rejected");
             Err(ApiError::BadCredential)
         }
+    }
+}
+
+/// Cross-site request forgery check for a request the browser authenticates by itself (a
+/// session cookie, no bearer): a state-changing method (anything but GET, HEAD, OPTIONS) must
+/// come from the admin listener's own origin. Its `Origin` (or, when absent, its `Referer`) must
+/// have the scheme, host and port of `public_admin_url`, or the host and port of the request's
+/// own `Host` → otherwise 403. A body it carries must be `Content-Type: application/json` → 415:
+/// the handlers read raw bytes (not axum's `Json` extractor, which would demand that type), and
+/// this type is what forces a CORS preflight on a cross-origin `fetch` (which the admin listener
+/// never grants: it sends no CORS headers), so no HTML form can send such a body. Cookies are
+/// not separated by port: another service on the same host gets the admin listener's cookies
+/// sent along, which is why the port is compared. Requests with a bearer are unaffected (a page
+/// cannot make a browser attach someone's bearer), and so are requests without a session
+/// (they fail authentication anyway).
+pub fn check_session_request(
+    method: &Method,
+    headers: &HeaderMap,
+    callers: &crate::caller::Callers,
+    public_admin_url: &str,
+) -> Result<(), ApiError> {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+        || has_bearer(headers)
+        || !callers.has_session(headers)
+    {
+        return Ok(());
+    }
+    if !same_origin(headers, public_admin_url) {
+        tracing::info!(
+            %method,
+            origin = ?headers.get(header::ORIGIN),
+            "admin API: a session request from another origin refused"
+        );
+        return Err(ApiError::Forbidden(
+            "a request signed in by a session must come from the inbox's own origin",
+        ));
+    }
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
+    if has_body && !is_json(headers) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    Ok(())
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Does the request's `Origin` (else `Referer`) name the admin listener's own origin?
+fn same_origin(headers: &HeaderMap, public_admin_url: &str) -> bool {
+    let claimed = match headers.get(header::ORIGIN) {
+        Some(origin) => origin,
+        None => match headers.get(header::REFERER) {
+            Some(referer) => referer,
+            None => return false,
+        },
+    };
+    let Some(claimed) = claimed.to_str().ok().and_then(origin_of) else {
+        return false; // `Origin: null` (sandboxed frames, some redirects) and garbage
+    };
+    if origin_of(public_admin_url).is_some_and(|own| own == claimed) {
+        return true;
+    }
+    // The request's own Host carries no scheme: take the claimed origin's for its default port.
+    headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.parse::<http::uri::Authority>().ok())
+        .is_some_and(|host| {
+            let port = host.port_u16().or_else(|| default_port(&claimed.0));
+            host.host().eq_ignore_ascii_case(&claimed.1) && port == Some(claimed.2)
+        })
+}
+
+/// `(scheme, host, port)` of an absolute http(s) URL, lower-cased, the port defaulted.
+fn origin_of(url: &str) -> Option<(String, String, u16)> {
+    let uri: http::Uri = url.trim().parse().ok()?;
+    let scheme = uri.scheme_str()?.to_ascii_lowercase();
+    let authority = uri.authority()?;
+    let port = authority.port_u16().or_else(|| default_port(&scheme))?;
+    Some((scheme, authority.host().to_ascii_lowercase(), port))
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
     }
 }
 
@@ -161,6 +260,89 @@ mod tests {
                 *want,
                 "{a} {aa:?} vs {r} {ra:?}"
             );
+        }
+    }
+
+    #[test]
+    fn origin_table() {
+        let own = "https://gw.example";
+        // (Origin, Referer, Host, same origin?)
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, bool);
+        let cases: &[Case] = &[
+            (Some("https://gw.example"), None, None, true),
+            (Some("https://GW.example:443"), None, None, true),
+            (Some("http://gw.example"), None, None, false),
+            (Some("https://gw.example:8443"), None, None, false),
+            (Some("https://evil.example"), None, None, false),
+            (Some("null"), None, None, false),
+            (None, Some("https://gw.example/some/page?x=1"), None, true),
+            (None, Some("https://evil.example/gw.example"), None, false),
+            (None, None, None, false),
+            // the Host the browser sent the request to (e.g. a direct port on a private network)
+            (
+                Some("http://127.0.0.1:9090"),
+                None,
+                Some("127.0.0.1:9090"),
+                true,
+            ),
+            (
+                Some("http://127.0.0.1:9091"),
+                None,
+                Some("127.0.0.1:9090"),
+                false,
+            ),
+            (
+                Some("http://intra.example"),
+                None,
+                Some("intra.example"),
+                true,
+            ),
+            (
+                Some("http://intra.example:81"),
+                None,
+                Some("intra.example"),
+                false,
+            ),
+            // an Origin wins over the Referer
+            (
+                Some("https://evil.example"),
+                Some("https://gw.example/"),
+                None,
+                false,
+            ),
+        ];
+        for (origin, referer, host, want) in cases {
+            let mut h = HeaderMap::new();
+            for (name, value) in [
+                (header::ORIGIN, origin),
+                (header::REFERER, referer),
+                (header::HOST, host),
+            ] {
+                if let Some(v) = value {
+                    h.insert(name, v.parse().expect("header"));
+                }
+            }
+            assert_eq!(
+                same_origin(&h, own),
+                *want,
+                "{origin:?} {referer:?} {host:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_content_type() {
+        let mut h = HeaderMap::new();
+        assert!(!is_json(&h));
+        for (v, want) in [
+            ("application/json", true),
+            ("Application/JSON; charset=utf-8", true),
+            ("text/plain", false),
+            ("application/x-www-form-urlencoded", false),
+            ("application/jsonx", false),
+        ] {
+            h.insert(header::CONTENT_TYPE, v.parse().expect("header"));
+            assert_eq!(is_json(&h), want, "{v}");
         }
     }
 

@@ -43,6 +43,9 @@ pub enum ApiError {
     /// itself, from the request it will forward (SPEC §7).
     #[error("the action is proxied")]
     ActionIsProxied,
+    /// A session-authenticated request with a body that is not `application/json`.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
 }
 
 /// axum's own rejection of a body (text/plain) becomes a problem like every other error.
@@ -71,6 +74,7 @@ impl ApiError {
             ApiError::InvalidConfig(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::ActionIsProxied => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::CredentialSourceUnavailable | ApiError::Store(_) | ApiError::NotReady(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -83,7 +87,7 @@ impl ApiError {
             ApiError::MissingCredential => (
                 "urn:approval-gateway:unauthorized",
                 "Unauthorized",
-                "an Authorization: Bearer credential is required".into(),
+                "an Authorization: Bearer credential (or a recognised session) is required".into(),
             ),
             ApiError::BadCredential => (
                 "urn:approval-gateway:unauthorized",
@@ -136,6 +140,11 @@ impl ApiError {
                 "this action is one the gateway proxies: send the request itself, and the gate \
                  asks for its approval"
                     .into(),
+            ),
+            ApiError::UnsupportedMediaType => (
+                "urn:approval-gateway:unsupported-media-type",
+                "Unsupported Media Type",
+                "a request signed in by a session must send its body as application/json".into(),
             ),
             ApiError::InvalidConfig(errors) => (
                 "urn:approval-gateway:invalid-config",

@@ -62,7 +62,30 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(|| async { ApiError::NotFound("no such resource on the admin listener") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            session_csrf,
+        ))
         .with_state(state)
+}
+
+/// A state-changing request signed in by a session cookie (no bearer) must come from the
+/// admin listener's own origin (`auth::check_session_request`), before any handler runs.
+async fn session_csrf(
+    axum::extract::State(st): axum::extract::State<AdminState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let policy = st.policy.load_full();
+    match auth::check_session_request(
+        req.method(),
+        req.headers(),
+        &policy.callers,
+        &policy.gate.public_admin_url,
+    ) {
+        Ok(()) => next.run(req).await,
+        Err(e) => axum::response::IntoResponse::into_response(e),
+    }
 }
 
 /// `POST /v1/admin/reload` (approvers only): the same as SIGHUP.

@@ -147,6 +147,15 @@ impl Callers {
         }
     }
 
+    /// Does the request carry a session an `http` source would ask about (one of its forwarded
+    /// headers, e.g. `Cookie`)? The admin API accepts such a request without a bearer.
+    pub fn has_session(&self, headers: &http::HeaderMap) -> bool {
+        self.sources.iter().any(|s| match &s.kind {
+            TokenSourceKind::Http(source) => source.forwards_any(headers),
+            _ => false,
+        })
+    }
+
     /// The first class whose `when` holds, the subject and the `act` chain.
     pub fn caller_from_claims(&self, claims: Map<String, Value>) -> Caller {
         let class = self.classes.iter().find(|c| c.when.holds(&claims)).cloned();

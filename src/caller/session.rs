@@ -96,6 +96,14 @@ impl HttpSource {
         })
     }
 
+    /// Does the request carry any of the headers this source forwards (e.g. `Cookie`)?
+    pub fn forwards_any(&self, headers: &http::HeaderMap) -> bool {
+        self.settings
+            .forward_headers
+            .iter()
+            .any(|h| headers.contains_key(h))
+    }
+
     /// Recognise the request's session, if it carries one of the forwarded headers.
     pub async fn lookup(
         &self,

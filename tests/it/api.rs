@@ -4,10 +4,12 @@
 mod access;
 mod decisions;
 mod reads;
+mod session;
 
 use access::*;
 use decisions::*;
 use reads::*;
+use session::*;
 
 macro_rules! on_both_stores {
     ($($case:ident),* $(,)?) => {
@@ -41,4 +43,6 @@ on_both_stores!(
     long_poll_returns_when_decided,
     events_stream_live_and_resume_with_last_event_id,
     health_readiness_and_metrics,
+    an_approver_session_lists_watches_and_decides,
+    refused_or_gated_sessions_do_not_decide,
 );

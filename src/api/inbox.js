@@ -1,9 +1,13 @@
 // approval-gateway inbox: plain JavaScript, no framework, no build step.
 //
-// The approver's token lives in sessionStorage (this tab only) and is sent only in the
-// Authorization header of same-origin calls. Live updates read /v1/events with fetch() and a
-// streaming reader (EventSource cannot send headers; a token never goes into a URL), with
-// reconnect and Last-Event-ID resume. Every value from the API is rendered with textContent.
+// Two ways in. Where the deployment has a login the gateway recognises (a cookie-session token
+// source), the page first asks the API with the browser's own cookies (same-origin only, no
+// Authorization) and, when that works, needs no token ("signed in by your session"). Otherwise a
+// pasted approver token lives in sessionStorage (this tab only) and is sent only in the
+// Authorization header of same-origin calls, never with cookies. Live updates read /v1/events
+// with fetch() and a streaming reader (EventSource cannot send headers; a token never goes into
+// a URL), with reconnect and Last-Event-ID resume. Every value from the API is rendered with
+// textContent.
 "use strict";
 
 (() => {
@@ -19,7 +23,8 @@
 
   const $ = (id) => document.getElementById(id);
   const state = {
-    token: null,
+    token: null, // the pasted token; null when signed in by the session (or signed out)
+    who: null, // a new object on every sign-in: late answers of an older one are dropped
     pending: new Map(), // id -> Approval
     history: new Map(), // id -> Approval (not pending)
     lastEventId: null,
@@ -101,15 +106,27 @@
     }
   }
 
+  // A pasted token goes in the Authorization header and cookies stay home; signed in by the
+  // session, the browser sends this origin's cookies and nothing else.
+  function authHeaders(accept) {
+    const headers = { Accept: accept };
+    if (state.token) headers.Authorization = `Bearer ${state.token}`;
+    return headers;
+  }
+
+  function credentials() {
+    return state.token ? "omit" : "same-origin";
+  }
+
   async function api(method, path, body) {
-    const headers = { Authorization: `Bearer ${state.token}`, Accept: "application/json" };
+    const headers = authHeaders("application/json");
     if (body !== undefined) headers["Content-Type"] = "application/json";
     const resp = await fetch(path, {
       method,
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
       cache: "no-store",
-      credentials: "omit",
+      credentials: credentials(),
     });
     if (!resp.ok) throw new ApiError(resp.status, await problemDetail(resp));
     return resp.json();
@@ -118,8 +135,12 @@
   // A rejected credential ends the session with a message saying why.
   function authFailure(err) {
     if (!(err instanceof ApiError) || (err.status !== 401 && err.status !== 403)) return false;
-    const why =
-      err.status === 401
+    const session = state.who && state.who.session;
+    const why = session
+      ? err.status === 401
+        ? "The gateway no longer recognises your session (signed out or expired)."
+        : "Your session does not belong to an approver."
+      : err.status === 401
         ? "The gateway rejected this token (missing, malformed, expired or badly signed)."
         : "This token is valid but does not belong to an approver.";
     signOut(`${why} ${err.message} (HTTP ${err.status}). Paste an approver token to sign in.`);
@@ -175,9 +196,9 @@
 
   function followUpstream(id, attempt = 0) {
     if (attempt >= UPSTREAM_CHECKS_MS.length) return;
-    const token = state.token;
+    const who = state.who;
     setTimeout(async () => {
-      if (state.token !== token || !awaitingUpstream(state.history.get(id))) return;
+      if (state.who !== who || !awaitingUpstream(state.history.get(id))) return;
       try {
         apply(await api("GET", `/v1/approvals/${encodeURIComponent(id)}`));
         render();
@@ -427,10 +448,11 @@
   async function connect() {
     const ctl = new AbortController();
     state.stream = ctl;
-    const headers = { Authorization: `Bearer ${state.token}`, Accept: "text/event-stream" };
+    const headers = authHeaders("text/event-stream");
     if (state.lastEventId) headers["Last-Event-ID"] = state.lastEventId;
     try {
-      const resp = await fetch("/v1/events", { headers, signal: ctl.signal, cache: "no-store", credentials: "omit" });
+      const resp = await fetch("/v1/events",
+        { headers, signal: ctl.signal, cache: "no-store", credentials: credentials() });
       if (!resp.ok) throw new ApiError(resp.status, await problemDetail(resp));
       setLive("Live", "on");
       // Subscribed first, then a full snapshot: nothing can fall between the two.
@@ -452,10 +474,23 @@
 
   function signIn(token) {
     state.token = token;
+    state.who = { token };
+    $("signed-as").replaceChildren("Signed in as ", el("strong", { id: "whoami" }, jwtSubject(token)));
+    enter();
+  }
+
+  // No token: the browser's own session for this site (see trySession).
+  function signInSession() {
+    state.token = null;
+    state.who = { session: true };
+    $("signed-as").textContent = "Signed in by your session";
+    enter();
+  }
+
+  function enter() {
     state.lastEventId = null;
     state.pending.clear();
     state.history.clear();
-    $("whoami").textContent = jwtSubject(token);
     $("signin").hidden = true;
     $("session").hidden = false;
     $("app").hidden = false;
@@ -465,9 +500,13 @@
     connect();
   }
 
+  // Signed in by the session, signing out only stops using it in this page (the login belongs
+  // to the site): the token form shows, and a reload tries the session again.
   function signOut(message) {
+    const session = state.who && state.who.session;
     sessionStorage.removeItem(TOKEN_KEY);
     state.token = null;
+    state.who = null;
     if (state.stream) state.stream.abort();
     state.stream = null;
     state.pending.clear();
@@ -478,7 +517,10 @@
     $("session").hidden = true;
     $("signin").hidden = false;
     $("token").value = "";
-    showAlert(message || "Signed out.", message ? "error" : "info");
+    const stopped = session
+      ? "Stopped using your session in this page (reload to use it again). Paste an approver token to sign in."
+      : "Signed out.";
+    showAlert(message || stopped, message ? "error" : "info");
     $("token").focus();
   }
 
@@ -500,7 +542,27 @@
     setInterval(refreshAges, 30000);
     const saved = sessionStorage.getItem(TOKEN_KEY);
     if (saved) signIn(saved);
-    else $("signin").hidden = false;
+    else trySession();
+  }
+
+  // Without a pasted token, ask with the browser's cookies whether this site's login is one the
+  // gateway recognises: 200 → signed in by the session; 401/403 (no session, or not an
+  // approver's) or no answer → the token form, as without a login.
+  async function trySession() {
+    try {
+      const resp = await fetch("/v1/approvals?status=pending&limit=1", {
+        headers: { Accept: "application/json" },
+        cache: "no-store",
+        credentials: "same-origin",
+      });
+      if (resp.ok && !sessionStorage.getItem(TOKEN_KEY) && state.who === null) {
+        signInSession();
+        return;
+      }
+    } catch (_) {
+      // no answer: fall back to the token form
+    }
+    if (state.who === null) $("signin").hidden = false;
   }
 
   start();

@@ -4,10 +4,14 @@
 //! Input: a browser. Output: four static assets compiled into the binary (`include_str!`), so
 //! the inbox works offline and needs no external host. The page talks only to this listener's
 //! approvals API (`/v1/approvals…`) and event stream (`/v1/events`, read with `fetch()` so the
-//! approver's token travels in the `Authorization` header, never in a URL).
+//! approver's token travels in the `Authorization` header, never in a URL). Where a cookie-session
+//! token source is configured, the page first tries the API with the browser's own same-origin
+//! cookies and no token ("signed in by your session"; `auth::check_session_request` guards its
+//! state changes against cross-site forgery); otherwise it asks for a pasted token.
 //!
 //! Invariants: the assets need no authentication (they hold no data; every data call carries the
-//! approver's bearer token); every response carries a strict Content-Security-Policy that allows
+//! approver's bearer token or the site's session cookie); a pasted token is never sent with
+//! cookies (`credentials: "omit"`) and cookies never leave this origin; every response carries a strict Content-Security-Policy that allows
 //! only this origin's script, style and API (no inline script or style, no frames, no form
 //! posts), `nosniff` and `no-store`. The script renders data with `textContent` only.
 
@@ -145,5 +149,8 @@ mod tests {
         // The token stays in this tab: sessionStorage only, and never in a URL.
         assert!(!SCRIPT.contains("localStorage"));
         assert!(!SCRIPT.contains("access_token"));
+        // Cookies go to this origin only, and never alongside a pasted token.
+        assert!(!SCRIPT.contains(r#""include""#));
+        assert!(SCRIPT.contains(r#"state.token ? "omit" : "same-origin""#));
     }
 }

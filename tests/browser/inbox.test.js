@@ -5,10 +5,13 @@
 // proxy) appears in the pending list LIVE (no reload); approve it with the keyboard; it leaves the
 // pending list and shows up in history; the retry through the proxy is forwarded (Approval-Id);
 // the consumption shows up live; after a gateway restart the event stream reconnects by itself;
-// sign-out forgets the token. Saves a screenshot for CI.
+// sign-out forgets the token. Then (issue 16) the browser gets the site's session cookie: the
+// inbox opens signed in by that session with no token pasted, shows what is pending, and an
+// approve click is recorded as the session's user; signing out shows the token form. Saves a
+// screenshot for CI.
 //
-// Env: ADMIN_URL, PROXY_URL, APPROVER_TOKEN, APPROVER_NAME, GATED_TOKEN, SCREENSHOT, CHROMIUM,
-// RESTART_GATEWAY.
+// Env: ADMIN_URL, PROXY_URL, APPROVER_TOKEN, APPROVER_NAME, GATED_TOKEN, SESSION_COOKIE,
+// SESSION_USER, SCREENSHOT, CHROMIUM, RESTART_GATEWAY.
 "use strict";
 
 const assert = require("node:assert/strict");
@@ -28,11 +31,13 @@ const PROXY_URL = env("PROXY_URL");
 const APPROVER_TOKEN = env("APPROVER_TOKEN");
 const APPROVER_NAME = env("APPROVER_NAME");
 const GATED_TOKEN = env("GATED_TOKEN");
+const SESSION_COOKIE = env("SESSION_COOKIE"); // the value of `session` the control plane knows
+const SESSION_USER = env("SESSION_USER");
 const SCREENSHOT = env("SCREENSHOT", "target/browser/inbox.png");
 const CHROMIUM = env("CHROMIUM", "/usr/bin/chromium");
 const RESTART_GATEWAY = env("RESTART_GATEWAY"); // a script that restarts the gateway, then waits
 const STEP_MS = 15000;
-const TOTAL_MS = 120000;
+const TOTAL_MS = 150000;
 
 // Chromium's own background traffic is refused on CI machines; these flags keep it quiet.
 const CHROMIUM_ARGS = [
@@ -85,6 +90,7 @@ async function main() {
       }
     });
     await run(page);
+    await bySession(context, page);
     assert.deepEqual(problems, [], "no script errors or CSP violations");
   } finally {
     await context.close().catch(() => {});
@@ -214,6 +220,49 @@ async function run(page) {
   await page.getByRole("heading", { name: "Sign in" }).waitFor();
   assert.equal(await page.evaluate(() => sessionStorage.length), 0);
   assert.equal(await page.locator("#pending-list li").count(), 0);
+}
+
+// The inbox signed in by the site's session: no token pasted, cookies only (issue 16).
+async function bySession(context, page) {
+  step("with the site's session cookie, the inbox signs in by itself");
+  await context.addCookies([{ name: "session", value: SESSION_COOKIE, url: ADMIN_URL }]);
+  const held = await gated("DELETE", "/workspaces/ws-session-1", GATED_TOKEN);
+  assert.equal(held.status, 202, held.text);
+  await page.goto(ADMIN_URL + "/");
+  await waitText(page.locator("#signed-as"), "Signed in by your session");
+  await waitText(page.locator("#live"), "Live");
+  assert.ok(await page.locator("#signin").isHidden(), "no token form");
+  assert.equal(await page.evaluate(() => sessionStorage.length), 0, "no token stored");
+  const card = page.getByRole("article", { name: "delete_workspace · ws-session-1" });
+  await card.waitFor();
+
+  step("an approve click by session is recorded as the session's user");
+  await card.getByRole("button", { name: "Approve delete_workspace on ws-session-1" }).click();
+  await card.waitFor({ state: "detached" });
+  const row = page.locator("#history-body tr").filter({ hasText: "ws-session-1" });
+  await waitText(row, `${SESSION_USER} (approve)`);
+  const retry = await gated("DELETE", "/workspaces/ws-session-1", GATED_TOKEN);
+  assert.equal(retry.status, 200, `retry should be forwarded: ${retry.text}`);
+
+  step("the session's live stream shows a new request");
+  const next = await gated("DELETE", "/workspaces/ws-session-2", GATED_TOKEN);
+  assert.equal(next.status, 202, next.text);
+  await page.getByRole("article", { name: "delete_workspace · ws-session-2" }).waitFor();
+
+  step("signing out of the session shows the token form");
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByRole("heading", { name: "Sign in" }).waitFor();
+  await page.getByRole("alert").filter({ hasText: "Stopped using your session" }).waitFor();
+  assert.equal(await page.locator("#pending-list li").count(), 0);
+
+  step("a pasted token still works with the session cookie present (and wins)");
+  await page.getByLabel("Approver token (JWT)").fill(APPROVER_TOKEN);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await waitText(page.locator("#whoami"), APPROVER_NAME);
+  await waitText(page.locator("#live"), "Live");
+  await page.getByRole("article", { name: "delete_workspace · ws-session-2" }).waitFor();
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByRole("heading", { name: "Sign in" }).waitFor();
 }
 
 async function waitText(locator, text) {

@@ -2,7 +2,9 @@
 # Real-browser test of the approver web inbox (issue 3): builds and starts the gateway with the
 # gate on, a throwaway SQLite store and a trivial upstream, mints an approver token and a gated
 # token, then drives headless Debian chromium through sign-in -> live pending approval -> approve
-# -> forwarded retry (tests/browser/inbox.test.js). Screenshot: target/browser/inbox.png.
+# -> forwarded retry (tests/browser/inbox.test.js), then the inbox signed in by a session cookie
+# that a fake control plane recognises (the `http` token source, issue 16). Screenshot:
+# target/browser/inbox.png.
 #
 # Installs what is missing (chromium via apt, playwright-core via npm ci). Everything binds
 # 127.0.0.1 on free ports, every wait is bounded, and every process started here is stopped on
@@ -13,7 +15,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE="$ROOT/tests/browser"
 CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 SCREENSHOT=${SCREENSHOT:-$ROOT/target/browser/inbox.png}
-BIN="$ROOT/target/debug/approval-gateway"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/approval-gateway"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/inbox-browser.XXXXXX")
 PIDS=()
@@ -54,10 +56,10 @@ log "building the gateway"
 (cd "$ROOT" && cargo build --quiet --bin approval-gateway)
 
 # --- ports, secret, tokens ----------------------------------------------------------------------
-# Three free ports at once (all bound together, so they are distinct).
-read -r PROXY_PORT ADMIN_PORT UPSTREAM_PORT < <(python3 -c '
+# Four free ports at once (all bound together, so they are distinct).
+read -r PROXY_PORT ADMIN_PORT UPSTREAM_PORT CP_PORT < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(3)]
+socks = [socket.socket() for _ in range(4)]
 for s in socks: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])')
 ADMIN_URL="http://127.0.0.1:$ADMIN_PORT"
@@ -113,7 +115,36 @@ PY
 python3 "$WORK/upstream.py" "$UPSTREAM_PORT" >"$WORK/upstream.log" 2>&1 &
 PIDS+=($!)
 
-# --- gateway config: the shipped callers, two of the Molecule routes ----------------------------
+# --- fake control plane: the session check of the cookie-session token source -----------------
+# Cookie `session=$SESSION_COOKIE` -> 200 a member (user $SESSION_USER); anything else -> 401.
+SESSION_COOKIE=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+SESSION_USER="bob@example.com"
+cat >"$WORK/cp.py" <<'PY'
+import json, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+COOKIE, USER = sys.argv[2], sys.argv[3]
+
+class Cp(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        member = self.path.startswith("/cp/auth/tenant-member") \
+            and self.headers.get("Cookie") == f"session={COOKIE}"
+        body = json.dumps({"member": True, "user_id": USER} if member else {"member": False}).encode()
+        self.send_response(200 if member else 401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, fmt, *args):
+        sys.stderr.write("cp: " + (fmt % args) + "\n")
+
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Cp).serve_forever()
+PY
+python3 "$WORK/cp.py" "$CP_PORT" "$SESSION_COOKIE" "$SESSION_USER" >"$WORK/cp.log" 2>&1 &
+PIDS+=($!)
+
+# --- gateway config: the shipped callers, a cookie session, two of the Molecule routes ---------
 cat >"$WORK/gateway.toml" <<TOML
 [listen]
 proxy = "127.0.0.1:$PROXY_PORT"
@@ -141,6 +172,19 @@ hs_secret_env = "GATEWAY_JWT_SECRET"
 leeway = "30s"
 subject_claim = "sub"
 
+# The control plane's cookie session (as in config/molecule.toml, against the fake above).
+[[token_sources]]
+name = "cp-session"
+kind = "http"
+url = "http://127.0.0.1:$CP_PORT/cp/auth/tenant-member?slug=acme"
+forward_headers = ["Cookie"]
+timeout = "2s"
+cache_ttl = "30s"
+negative_cache_ttl = "5s"
+when = { claim = "member", equals = true }
+subject_field = "user_id"
+claims = { cp_session = true }
+
 [[callers]]
 name = "platform-agent"
 when = { claim = "org_token_id", present = true }
@@ -149,6 +193,11 @@ gated = true
 [[callers]]
 name = "operator"
 when = { claim = "cp_session_actor", present = true }
+approver = true
+
+[[callers]]
+name = "cp-session"
+when = { claim = "cp_session", equals = true }
 approver = true
 
 [[routes]]
@@ -206,6 +255,9 @@ wait_ready() { # url, what
   done
 }
 wait_ready "http://127.0.0.1:$UPSTREAM_PORT/" "upstream"
+code=$(curl --noproxy '*' -sS -o /dev/null -w '%{http_code}' --max-time 5 \
+  -H "Cookie: session=$SESSION_COOKIE" "$ADMIN_URL/v1/approvals?status=pending")
+[ "$code" = 200 ] || { log "the session cookie should be recognised, got $code"; exit 1; }
 
 # --- sanity through the proxy with curl, then the browser ---------------------------------------
 code=$(curl --noproxy '*' -sS -o /dev/null -w '%{http_code}' --max-time 5 \
@@ -215,5 +267,6 @@ code=$(curl --noproxy '*' -sS -o /dev/null -w '%{http_code}' --max-time 5 \
 log "running the browser test"
 ADMIN_URL="$ADMIN_URL" PROXY_URL="$PROXY_URL" APPROVER_TOKEN="$APPROVER_TOKEN" \
   APPROVER_NAME="$APPROVER_NAME" GATED_TOKEN="$GATED_TOKEN" SCREENSHOT="$SCREENSHOT" \
+  SESSION_COOKIE="$SESSION_COOKIE" SESSION_USER="$SESSION_USER" \
   CHROMIUM="$CHROMIUM" RESTART_GATEWAY="$WORK/gateway.sh" timeout 180 node "$HERE/inbox.test.js"
 log "ok; screenshot at ${SCREENSHOT#"$ROOT"/}"

@@ -188,6 +188,18 @@ pub(super) async fn an_approver_session_lists_watches_and_decides(store: Store) 
         .await;
         assert_eq!(s, StatusCode::FORBIDDEN, "{origin:?}: {body}");
     }
+    // An Authorization the classification does not read as a bearer exempts nothing.
+    let resp = api
+        .http
+        .post(format!("{}{decisions}", api.base))
+        .header(header::COOKIE, "session=alice")
+        .header(header::AUTHORIZATION, "bearer not-read")
+        .header(header::ORIGIN, "https://evil.example")
+        .json(&json!({ "decision": "approve" }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     // Same origin but not JSON (what an HTML form could send) → 415.
     let (s, _) = with_cookie(
         &api,

@@ -255,6 +255,11 @@ wait_ready() { # url, what
   done
 }
 wait_ready "http://127.0.0.1:$UPSTREAM_PORT/" "upstream"
+deadline=$((SECONDS + 30)) # the control plane answers 401 without a cookie: any answer will do
+until curl --noproxy '*' -sS -o /dev/null --max-time 2 "http://127.0.0.1:$CP_PORT/" 2>/dev/null; do
+  [ "$SECONDS" -lt "$deadline" ] || { log "control plane not ready after 30s"; exit 1; }
+  sleep 0.2
+done
 code=$(curl --noproxy '*' -sS -o /dev/null -w '%{http_code}' --max-time 5 \
   -H "Cookie: session=$SESSION_COOKIE" "$ADMIN_URL/v1/approvals?status=pending")
 [ "$code" = 200 ] || { log "the session cookie should be recognised, got $code"; exit 1; }

@@ -167,7 +167,9 @@ impl App {
         )
         .context("starting notifications")?;
         // The canvas mirror (SPEC §12), only when `[molecule] mirror_approvals` is on.
-        let mirror = match (self.config.molecule.clone(), mirror_health) {
+        // With several replicas, one runs the worker (`worker = true`); all intercept decides.
+        let worker = self.config.molecule.clone().filter(|m| m.worker);
+        let mirror = match (worker, mirror_health) {
             (Some(settings), Some(health)) => Some(
                 crate::mirror::spawn(
                     settings,

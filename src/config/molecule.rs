@@ -6,7 +6,10 @@
 //! server's API; required when mirroring, an unset or empty var is an error), `anchor_workspace`
 //! (a UUID; required when mirroring: the workspace whose row carries an approval whose scope is
 //! not a workspace id). With `mirror_approvals = false` the other keys are still type-checked but
-//! nothing is required. Messages name the variable, never its value.
+//! nothing is required. `worker` (default true): whether this replica runs the mirror worker;
+//! with several replicas set it false on all but one — every replica with the mirror on still
+//! answers the canvas's decide calls on mirrored rows as votes. Messages name the variable,
+//! never its value.
 
 use std::time::Duration;
 
@@ -18,6 +21,7 @@ const KEYS: &[&str] = &[
     "server_url",
     "token_env",
     "anchor_workspace",
+    "worker",
 ];
 
 /// How often the mirror re-checks the server's rows and catches up (tests shorten it).
@@ -36,6 +40,9 @@ pub struct MirrorSettings {
     pub anchor_workspace: uuid::Uuid,
     /// Period of the resync pass (re-create lost or auto-denied rows, catch up).
     pub resync: Duration,
+    /// This replica runs the mirror worker (`worker`, default true); the decide interception
+    /// runs whenever the mirror is on.
+    pub worker: bool,
 }
 
 impl std::fmt::Debug for MirrorSettings {
@@ -58,6 +65,7 @@ pub(crate) fn compile(
     let s = root.table("molecule", errs)?;
     s.deny_unknown(KEYS, errs);
     let enabled = s.boolean("mirror_approvals", errs).unwrap_or(false);
+    let worker = s.boolean("worker", errs).unwrap_or(true);
     let server_url = s.string("server_url", errs);
     let token_env = s.string("token_env", errs);
     let anchor = s.string("anchor_workspace", errs);
@@ -131,6 +139,7 @@ pub(crate) fn compile(
         token,
         anchor_workspace,
         resync: DEFAULT_RESYNC,
+        worker,
     })
 }
 

@@ -534,6 +534,10 @@ fn molecule_mirror_compiles_with_defaults() {
     );
     assert_eq!(m.token, "s3cret-token");
     assert_eq!(m.resync, DEFAULT_RESYNC);
+    assert!(
+        m.worker,
+        "this replica runs the worker unless told otherwise"
+    );
     assert_eq!(
         m.anchor_workspace.to_string(),
         "3f1c2b9e-8d7a-4c1e-9b2f-0a1b2c3d4e5f"
@@ -547,6 +551,15 @@ fn molecule_mirror_compiles_with_defaults() {
         &[("T", "x")],
     );
     assert_eq!(c.molecule.expect("on").server_url, "https://ws.example");
+    let c = ok(
+        "[molecule]\nmirror_approvals = true\nworker = false\ntoken_env = \"T\"\n\
+         anchor_workspace = \"3f1c2b9e-8d7a-4c1e-9b2f-0a1b2c3d4e5f\"\n",
+        &[("T", "x")],
+    );
+    assert!(
+        !c.molecule.expect("on").worker,
+        "a replica that only intercepts decides"
+    );
 }
 
 #[test]

@@ -166,6 +166,15 @@ fn transport(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// `text` without control characters, at most `max` characters (`…` when cut).
+fn clip(text: &str, max: usize) -> String {
+    let mut out: String = text.chars().filter(|c| !c.is_control()).take(max).collect();
+    if text.chars().filter(|c| !c.is_control()).count() > max {
+        out.push('…');
+    }
+    out
+}
+
 fn snippet(answer: &[u8]) -> String {
     String::from_utf8_lossy(&answer[..answer.len().min(200)]).into_owned()
 }
@@ -174,9 +183,32 @@ fn snippet(answer: &[u8]) -> String {
 /// link, and the approval's context under the gateway's facts.
 pub(super) fn create_body(a: &Approval, public_admin_url: &str) -> Value {
     let link = crate::notify::link(public_admin_url, a);
+    // The canvas shows only this text (the server's lists return no context): it names what
+    // the approval binds — the request line with its query, and the body as bound — so a human
+    // deciding in the canvas sees what will run, not only the route's label. Control characters
+    // (an agent may put newlines in body fields the reason quotes) are dropped.
+    let request = match (&a.method, &a.path) {
+        (Some(m), Some(p)) => format!(" Request: {m} {p}."),
+        _ => String::new(),
+    };
+    let body = a
+        .context
+        .get(crate::gate::binding::KEY)
+        .and_then(|r| {
+            r.get("body")
+                .filter(|b| !b.is_null())
+                .or(r.get("body_digest"))
+        })
+        .filter(|b| !b.is_null())
+        .map(|b| format!(" Body: {}.", clip(&crate::gate::canonical_json(b), 600)))
+        .unwrap_or_default();
     let reason = format!(
-        "Approval gateway: {} on {} requested by {}. {} — decide here or in the gateway inbox: {link}",
-        a.action, a.scope, a.requester, a.reason
+        "Approval gateway: {} on {} requested by {}. {}{request}{body} — decide here or in the \
+         gateway inbox: {link}",
+        a.action,
+        a.scope,
+        a.requester,
+        clip(&a.reason, 300)
     );
     json!({
         "action": a.action,

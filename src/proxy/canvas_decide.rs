@@ -31,12 +31,36 @@ use crate::store::{Via, Vote, VoteKind};
 const MAX_BODY: usize = 16 * 1024;
 const ACTION: &str = "none";
 
-/// Does this request name the decide route? (`path` as received.)
+/// Does this request name the decide route under any reading of its path? (`path` as
+/// received.) A path that only some readings make a decide is intercepted too, and refused as
+/// ambiguous, so no spelling reaches the server's decide for a mirrored row.
 pub(super) fn matches(method: &http::Method, path: &str) -> bool {
+    use crate::route::Normalized;
     method == http::Method::POST
-        && crate::route::path::plain(path)
-            .ok()
-            .is_some_and(|p| parse(&p).is_some())
+        && match crate::route::normalise(path) {
+            Normalized::Clean(p) => crate::route::path::clean_segments(p)
+                .collect::<Vec<_>>()
+                .as_slice()
+                .is_decide(),
+            Normalized::Readings(readings) => readings.iter().any(|r| {
+                r.iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .as_slice()
+                    .is_decide()
+            }),
+        }
+}
+
+trait DecideShape {
+    fn is_decide(&self) -> bool;
+}
+
+impl DecideShape for [&str] {
+    /// `workspaces / {id} / approvals / {aid} / decide`.
+    fn is_decide(&self) -> bool {
+        matches!(self, ["workspaces", _, "approvals", _, "decide"])
+    }
 }
 
 /// `(workspace id, approval id)` of `/workspaces/{id}/approvals/{aid}/decide`.
@@ -90,8 +114,14 @@ pub(super) async fn handle(
         .ok()
         .and_then(|p| parse(&p))
     else {
-        return Intercepted::NotMirrored(body);
+        // Some reading of it is a decide: the server might decide a mirrored row on it.
+        let resp =
+            ProxyError::AmbiguousPath("a decide call must use the plain path").into_response();
+        return answered(shared, note, Outcome::bad_request, resp);
     };
+    // The server's column is a UUID, which Postgres reads in any spelling (upper case, braces,
+    // no hyphens): look the row up by its one canonical form.
+    let aid = uuid::Uuid::parse_str(&aid).map_or(aid, |u| u.to_string());
     // With the store down it cannot be told whether `aid` is the gateway's: fail closed.
     if !shared.store.is_ready() {
         return answered(shared, note, Outcome::store_unavailable, unavailable(None));
@@ -119,6 +149,16 @@ pub(super) async fn handle(
         .into_response();
         return answered(shared, note, Outcome::guard_denied, resp);
     }
+    // A browser sends the canvas's session cookie by itself: a cross-site page must not be
+    // able to vote with it. A session-signed request must come from the site's own origin (the
+    // canvas is served by the server behind this gateway) with a JSON body.
+    if let Err(e) =
+        crate::api::auth::check_session_request(&parts.method, &parts.headers, &policy.callers, "")
+    {
+        tracing::info!(approval_id = %row.approval_id, "canvas decide refused: cross-site or not JSON");
+        return answered(shared, note, Outcome::guard_denied, api_problem(&e));
+    }
+    let ws = uuid::Uuid::parse_str(&ws).map_or(ws, |u| u.to_string());
     if !ws.eq_ignore_ascii_case(&row.workspace_id) {
         let resp = json(
             StatusCode::NOT_FOUND,
@@ -246,10 +286,17 @@ mod tests {
             &http::Method::GET,
             "/workspaces/w1/approvals/a1/decide"
         ));
+        // Readings that make it a decide are intercepted too (and refused there as ambiguous).
         for p in [
             "/workspaces/w1/approvals/a1/decide/",
-            "/workspaces/w1/approvals/a1",
             "/workspaces//approvals/a1/decide",
+            "/workspaces/w1/approvals/a1/./decide",
+        ] {
+            assert!(matches(&post, p), "{p}");
+            assert!(crate::route::path::plain(p).is_err(), "{p}");
+        }
+        for p in [
+            "/workspaces/w1/approvals/a1",
             "/workspaces/w1/approvals/a1/decide/x",
             "/x/workspaces/w1/approvals/a1/decide",
         ] {

@@ -234,7 +234,8 @@ async fn pending_approvals_are_mirrored_recreated_and_written_back_postgres() {
     let org = insert_org_token(&pool, Some(w), false).await;
     let gw = Gw::start(&standin.url(), &url, &cp.url(), &standin.url(), anchor).await;
 
-    let path = format!("/workspaces/{w}");
+    // The canvas shows only the reason: it names the request as bound, query included.
+    let path = format!("/workspaces/{w}?confirm=true&purge=true");
     let auth = raw::bearer(&org);
     let r = raw::send(gw.proxy, "DELETE", path.as_bytes(), &[&auth], b"").await;
     assert_eq!(r.status, 202, "{}", r.body);
@@ -251,6 +252,7 @@ async fn pending_approvals_are_mirrored_recreated_and_written_back_postgres() {
         "delete_workspace",
         &w.to_string(),
         &format!("{INBOX}/#/approvals/{id}"),
+        &format!("Request: DELETE /workspaces/{w}?confirm=true&purge=true."),
     ] {
         assert!(row.reason.contains(part), "{part} in {:?}", row.reason);
     }
@@ -495,8 +497,45 @@ async fn only_verified_humans_decide_mirrored_rows_through_the_gateway_postgres(
         "pending"
     );
 
-    // A human with a canvas session: a vote in the gateway, answered as the server would.
-    let r = send(vec![b"Cookie: session=alice".to_vec()]).await;
+    // The human's session cookie from another site, or with no origin at all: a cross-site
+    // page must not vote with it.
+    for origin in [Some(&b"Origin: https://evil.example"[..]), None] {
+        let mut headers = vec![b"Cookie: session=alice".to_vec()];
+        headers.extend(origin.map(<[u8]>::to_vec));
+        let r = send(headers).await;
+        assert_eq!(r.status, 403, "{origin:?}: {}", r.body);
+    }
+    assert_eq!(gw.status(id).await, Status::Pending);
+    // The mirrored id in another spelling is still the mirrored row (Postgres reads any).
+    let upper = decide.replace(&m.server_id, &m.server_id.to_uppercase());
+    let ws_auth = raw::bearer(&ws_token);
+    let r = raw::send(gw.proxy, "POST", upper.as_bytes(), &[&ws_auth, json], body).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.body.contains("held by the approval gateway"),
+        "{}",
+        r.body
+    );
+    // A path only some readings make a decide is refused for anyone.
+    let dotted = decide.replace("/decide", "/./decide");
+    let r = raw::send(
+        gw.proxy,
+        "POST",
+        dotted.as_bytes(),
+        &[&raw::bearer(&ws_token), json],
+        body,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(forwarded(standin.requests().await).is_empty());
+
+    // A human with a canvas session, from the site's own origin: a vote in the gateway,
+    // answered as the server would.
+    let r = send(vec![
+        b"Cookie: session=alice".to_vec(),
+        b"Origin: http://gateway.test".to_vec(),
+    ])
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let v: Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(
@@ -531,7 +570,11 @@ async fn only_verified_humans_decide_mirrored_rows_through_the_gateway_postgres(
         decides[0].header("User-Agent"),
         Some("approval-gateway-mirror")
     );
-    let again = send(vec![b"Cookie: session=alice".to_vec()]).await;
+    let again = send(vec![
+        b"Cookie: session=alice".to_vec(),
+        b"Origin: http://gateway.test".to_vec(),
+    ])
+    .await;
     assert_eq!(again.status, 409, "no longer pending: {}", again.body);
 
     standin.reset().await;
@@ -568,7 +611,11 @@ async fn only_verified_humans_decide_mirrored_rows_through_the_gateway_postgres(
         gw.proxy,
         "POST",
         format!("/workspaces/{w2}/approvals/{}/decide", m2.server_id).as_bytes(),
-        &[b"Cookie: session=alice", json],
+        &[
+            b"Cookie: session=alice",
+            b"Origin: http://gateway.test",
+            json,
+        ],
         br#"{"decision":"denied"}"#,
     )
     .await;
@@ -581,7 +628,11 @@ async fn only_verified_humans_decide_mirrored_rows_through_the_gateway_postgres(
         gw.proxy,
         "POST",
         other.as_bytes(),
-        &[b"Cookie: session=alice", json],
+        &[
+            b"Cookie: session=alice",
+            b"Origin: http://gateway.test",
+            json,
+        ],
         br#"{"decision":"approved"}"#,
     )
     .await;

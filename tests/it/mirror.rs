@@ -206,6 +206,37 @@ fn standin_env(cp: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// What most tests here start from: a fake control plane, the stand-in on a fresh database, an
+/// anchor workspace, a target workspace and an org token bound to it.
+struct World {
+    url: String,
+    cp: ControlPlane,
+    standin: Standin,
+    pool: sqlx::PgPool,
+    anchor: Uuid,
+    w: Uuid,
+    org: String,
+}
+
+async fn world() -> Option<World> {
+    let url = db::postgres_url().await?;
+    let cp = ControlPlane::start().await;
+    let standin = start_standin(&url, &cp.url(), "127.0.0.1:0").await;
+    let pool = standin.pool().await;
+    let anchor = insert_workspace(&pool, "anchor", None).await;
+    let w = insert_workspace(&pool, "target", None).await;
+    let org = insert_org_token(&pool, Some(w), false).await;
+    Some(World {
+        url,
+        cp,
+        standin,
+        pool,
+        anchor,
+        w,
+        org,
+    })
+}
+
 async fn start_standin(url: &str, cp: &str, listen: &str) -> Standin {
     let env = standin_env(cp);
     let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -223,15 +254,18 @@ fn approval_id(body: &str) -> ApprovalId {
 /// gateway's decision is written back to the live row, and the retry is forwarded once.
 #[tokio::test]
 async fn pending_approvals_are_mirrored_recreated_and_written_back_postgres() {
-    let Some(url) = db::postgres_url().await else {
+    let Some(World {
+        url,
+        cp,
+        standin,
+        pool,
+        anchor,
+        w,
+        org,
+    }) = world().await
+    else {
         return;
     };
-    let cp = ControlPlane::start().await;
-    let standin = start_standin(&url, &cp.url(), "127.0.0.1:0").await;
-    let pool = standin.pool().await;
-    let anchor = insert_workspace(&pool, "anchor", None).await;
-    let w = insert_workspace(&pool, "target", None).await;
-    let org = insert_org_token(&pool, Some(w), false).await;
     let gw = Gw::start(&standin.url(), &url, &cp.url(), &standin.url(), anchor).await;
 
     // The canvas shows only the reason: it names the request as bound, query included.
@@ -425,15 +459,18 @@ async fn the_mirror_catches_up_when_the_server_returns_postgres() {
 /// back to the row and the agent's retry is forwarded once.
 #[tokio::test]
 async fn only_verified_humans_decide_mirrored_rows_through_the_gateway_postgres() {
-    let Some(url) = db::postgres_url().await else {
+    let Some(World {
+        url,
+        cp,
+        standin,
+        pool,
+        anchor,
+        w,
+        org,
+    }) = world().await
+    else {
         return;
     };
-    let cp = ControlPlane::start().await;
-    let standin = start_standin(&url, &cp.url(), "127.0.0.1:0").await;
-    let pool = standin.pool().await;
-    let anchor = insert_workspace(&pool, "anchor", None).await;
-    let w = insert_workspace(&pool, "target", None).await;
-    let org = insert_org_token(&pool, Some(w), false).await;
     let ws_token = insert_workspace_token(&pool, w).await;
     let gw = Gw::start(&standin.url(), &url, &cp.url(), &standin.url(), anchor).await;
 
@@ -755,15 +792,18 @@ async fn org_wide_rows_sit_on_the_anchor_and_ends_are_written_back_postgres() {
 /// stopped) is written back by the next process's resync pass.
 #[tokio::test]
 async fn outcomes_owed_before_a_restart_are_written_back_postgres() {
-    let Some(url) = db::postgres_url().await else {
+    let Some(World {
+        url,
+        cp,
+        standin,
+        pool,
+        anchor,
+        w,
+        org,
+    }) = world().await
+    else {
         return;
     };
-    let cp = ControlPlane::start().await;
-    let standin = start_standin(&url, &cp.url(), "127.0.0.1:0").await;
-    let pool = standin.pool().await;
-    let anchor = insert_workspace(&pool, "anchor", None).await;
-    let w = insert_workspace(&pool, "target", None).await;
-    let org = insert_org_token(&pool, Some(w), false).await;
     let store_url = gateway::sqlite_url();
     let args = (standin.url(), url.clone(), cp.url());
     let start = || Gw::start_on(&store_url, &args.0, &args.1, &args.2, &args.0, anchor);
@@ -802,9 +842,11 @@ async fn outcomes_owed_before_a_restart_are_written_back_postgres() {
     })
     .await;
     assert_eq!(row.status, "approved");
-    assert_eq!(
-        gw.mirror(id).await.unwrap().written_back.as_deref(),
-        Some("approved")
-    );
+    // The mapping records the write-back just after the server call: wait for it.
+    let written = until("the write-back recorded", || async {
+        gw.mirror(id).await.and_then(|m| m.written_back)
+    })
+    .await;
+    assert_eq!(written, "approved");
     gw.stop().await;
 }

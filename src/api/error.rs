@@ -7,7 +7,6 @@ use std::borrow::Cow;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
 use crate::store::StoreError;
 
@@ -158,15 +157,6 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    title: &'a str,
-    status: u16,
-    detail: &'a str,
-}
-
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -184,14 +174,8 @@ impl IntoResponse for ApiError {
             tracing::warn!(error = %e, "admin API: store error");
         }
         let (kind, title, detail) = self.parts();
-        let problem = Problem {
-            kind,
-            title,
-            status: status.as_u16(),
-            detail: &detail,
-        };
-        // Serialising this struct of strings cannot fail; fall back to an empty object anyway.
-        let body = serde_json::to_vec(&problem).unwrap_or_else(|_| b"{}".to_vec());
+        // The one problem shape, shared with the data plane (`proxy::respond`).
+        let body = crate::proxy::Problem::new(status, kind, title, detail.into_owned()).to_json();
         let mut resp = (status, body).into_response();
         let headers = resp.headers_mut();
         headers.insert(

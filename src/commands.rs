@@ -233,7 +233,13 @@ async fn decide(
         .get(id, now)
         .await?
         .with_context(|| format!("no approval {id}"))?;
-    if approval.requester == approver || approval.requester_actors.contains(&approver) {
+    // The API's rule, with the CLI's `--as` as the approver (no actor chain of its own).
+    if crate::api::auth::is_self_approval(
+        &approver,
+        &[],
+        &approval.requester,
+        &approval.requester_actors,
+    ) {
         bail!("{approver} requested approval {id} and cannot decide it (self-approval is never allowed)");
     }
     let vote = Vote {

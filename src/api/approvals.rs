@@ -31,7 +31,8 @@ const NO_SUCH_APPROVAL: &str = "no such approval";
 /// Longest `?wait=` (seconds).
 pub const MAX_WAIT_SECS: u64 = 60;
 pub const DEFAULT_LIMIT: u32 = 50;
-pub const MAX_LIMIT: u32 = 500;
+/// One limit for the API and the store: a larger `limit` is a 400, never silently clamped.
+pub const MAX_LIMIT: u32 = crate::store::MAX_LIST_LIMIT;
 
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {

@@ -20,6 +20,8 @@
   // The upstream's answer to a consumed approval is recorded after the forward and is no
   // transition (no event): look it up after these delays, then leave it to the next reload.
   const UPSTREAM_CHECKS_MS = [1000, 4000, 15000];
+  const PAGE = 100; // pending approvals per request (the API allows up to 200)
+  const MAX_PAGES = 100; // at most 10,000 pending shown
 
   const $ = (id) => document.getElementById(id);
   const state = {
@@ -173,9 +175,23 @@
     }
   }
 
+  // Every pending approval, page by page (`next_cursor`), so a backlog of any size is shown.
+  async function allPending() {
+    const items = [];
+    let cursor = null;
+    for (let pages = 0; pages < MAX_PAGES; pages++) {
+      const more = cursor ? `&cursor=${encodeURIComponent(cursor)}` : "";
+      const page = await api("GET", `/v1/approvals?status=pending&limit=${PAGE}${more}`);
+      items.push(...page.items);
+      cursor = page.next_cursor;
+      if (!cursor) break;
+    }
+    return { items };
+  }
+
   async function reload() {
     const [pending, ...decided] = await Promise.all([
-      api("GET", "/v1/approvals?status=pending&limit=500"),
+      allPending(),
       ...DECIDED.map((s) => api("GET", `/v1/approvals?status=${s}&limit=${HISTORY_LIMIT}`)),
     ]);
     const seen = new Set();

@@ -15,7 +15,7 @@ use super::{
 
 /// Default and maximum page sizes of `list`.
 pub(crate) const DEFAULT_LIMIT: u32 = 50;
-pub(crate) const MAX_LIMIT: u32 = 200;
+pub const MAX_LIMIT: u32 = 200;
 
 /// Actor recorded on transitions the gateway makes on its own (expiry).
 pub(crate) const SYSTEM_ACTOR: &str = "gateway";

@@ -13,6 +13,9 @@ use std::fmt;
 use std::time::Duration;
 
 mod common;
+
+/// The most approvals one list call returns (larger `limit`s are refused by the API).
+pub use common::MAX_LIMIT as MAX_LIST_LIMIT;
 mod handle;
 pub mod postgres;
 mod postgres_conns;

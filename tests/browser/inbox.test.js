@@ -197,8 +197,9 @@ async function run(page) {
   fs.mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
   await page.screenshot({ path: SCREENSHOT, fullPage: true });
 
-  step("a backlog of pending approvals does not crowd decided ones out of history");
-  // More pending approvals than the old single "newest N" history query could skip past.
+  step("a backlog of pending approvals spans pages and does not crowd decided ones out");
+  // More pending approvals than one page of the inbox's list (100): all are shown, and history
+  // still has the decided ones.
   const backlog = 120;
   for (let i = 0; i < backlog; i += 20) {
     const batch = [];

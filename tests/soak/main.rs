@@ -398,7 +398,7 @@ async fn list_pending_over_http(r: &Replica) -> HashSet<String> {
     let mut ids = HashSet::new();
     let mut cursor: Option<String> = None;
     loop {
-        let mut url = format!("http://{}/v1/approvals?status=pending&limit=500", r.admin);
+        let mut url = format!("http://{}/v1/approvals?status=pending&limit=200", r.admin);
         if let Some(c) = &cursor {
             url.push_str(&format!("&cursor={c}"));
         }

@@ -89,14 +89,18 @@ pub(super) async fn handle(
         .into_response();
     }
     // The gate decides on the path it forwards: a gated caller's path must have one reading.
-    let path = match route::path::plain(parts.uri.path()) {
-        Ok(path) => path.into_owned(),
-        Err(why) if caller.is_gated() => {
-            count(shared, note, action, Outcome::bad_request);
-            tracing::info!(action, why, "ambiguous path from a gated caller refused");
-            return ProxyError::AmbiguousPath(why).into_response();
+    // Only a gated caller's identity uses it: nobody else pays for decoding it.
+    let path = if !caller.is_gated() {
+        String::new()
+    } else {
+        match route::path::plain(parts.uri.path()) {
+            Ok(path) => path.into_owned(),
+            Err(why) => {
+                count(shared, note, action, Outcome::bad_request);
+                tracing::info!(action, why, "ambiguous path from a gated caller refused");
+                return ProxyError::AmbiguousPath(why).into_response();
+            }
         }
-        Err(_) => String::new(),
     };
     if m.guard && caller.is_gated() {
         count(shared, note, action, Outcome::guard_denied);

@@ -143,6 +143,15 @@ pub(crate) fn parse_event(s: &str) -> Result<EventKind, StoreError> {
         .ok_or_else(|| corrupt("event", s))
 }
 
+/// The audit detail of a `mirrored` event, the same on both backends.
+pub(crate) fn mirrored_detail(row: &super::MirrorRow, replaced: Option<&str>) -> Value {
+    serde_json::json!({
+        "workspace_id": row.workspace_id,
+        "server_id": row.server_id,
+        "replaced": replaced,
+    })
+}
+
 /// `limit` of a list call: 0 means the default, otherwise clamped to 1..=200.
 pub(crate) fn clamp_limit(limit: u32) -> u32 {
     if limit == 0 {

@@ -466,11 +466,7 @@ impl ApprovalStore for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(classify)?;
-        let detail = json!({
-            "workspace_id": row.workspace_id,
-            "server_id": row.server_id,
-            "replaced": replaced,
-        });
+        let detail = common::mirrored_detail(row, replaced.as_deref());
         ops::event(
             &mut tx,
             row.approval_id.0,

@@ -493,15 +493,7 @@ async fn shadow_mode_forwards_and_records_would_gate() {
     let r = delete(&gw, "/workspaces/ws-1", &agent()).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(gw.upstream.wait_for_requests(1).await.len(), 1);
-    let metrics = gw
-        .client
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics_text().await;
     assert!(
         metrics.contains(r#"approval_gateway_requests_total{route="delete_workspace",outcome="shadow_would_gate"} 1"#),
         "{metrics}"
@@ -663,15 +655,7 @@ async fn metrics_exposition_carries_the_contract_names_and_outcomes() {
     .await;
     // One left pending: the gauge is counted when /metrics is read.
     pending_id(delete(&gw, "/workspaces/ws-p", &agent).await).await;
-    let text = gw
-        .client
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics_text().await;
     for needle in [
         r#"approval_gateway_requests_total{route="delete_workspace",outcome="pending"} 2"#,
         r#"approval_gateway_requests_total{route="delete_workspace",outcome="forwarded"} 1"#,

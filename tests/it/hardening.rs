@@ -318,13 +318,7 @@ async fn a_gated_body_that_trickles_is_a_408_and_never_forwarded() {
     );
     assert_eq!(gw.upstream.received(), 0);
     assert_eq!(gw.upstream.connections(), 0);
-    let metrics = gw
-        .client
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap();
-    let metrics = metrics.text().await.unwrap();
+    let metrics = gw.metrics_text().await;
     let line = r#"approval_gateway_requests_total{route="secret_write",outcome="bad_request"} 1"#;
     assert!(metrics.contains(line), "{metrics}");
     gw.stop().await;

@@ -264,15 +264,7 @@ async fn a_dead_target_neither_slows_the_request_nor_goes_uncounted() {
     // Counted: every failed try of the refused target.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let text = gw
-            .client
-            .get(gw.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = gw.metrics_text().await;
         let count = text
             .lines()
             .find_map(|l| {

@@ -181,6 +181,18 @@ impl Gateway {
         format!("http://{}{}", self.admin, path)
     }
 
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("metrics answers")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Wait (bounded) until migrations ran.
     pub async fn wait_ready(&self) {
         let mut waited = 0;

@@ -166,7 +166,7 @@ impl App {
             stopped(stop_rx.clone()),
         )
         .context("starting notifications")?;
-        // The canvas mirror (SPEC §12), only when `[molecule] mirror_approvals` is on.
+        // The canvas mirror (docs/molecule.md §8), only when `[molecule] mirror_approvals` is on.
         // With several replicas, one runs the worker (`worker = true`); all intercept decides.
         let worker = self.config.molecule.clone().filter(|m| m.worker);
         let mirror = match (worker, mirror_health) {

@@ -1,4 +1,4 @@
-//! The command line (SPEC §2): `serve` (default), `check-config`, `migrate`, `approvals …`,
+//! The command line (README, Commands): `serve` (default), `check-config`, `migrate`, `approvals …`,
 //! `hash`, `demo`. `--config PATH` is accepted by every subcommand, anywhere on the line.
 
 use std::path::PathBuf;

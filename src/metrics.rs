@@ -34,10 +34,10 @@ pub enum Outcome {
     store_unavailable,
     bad_request,
     /// Held with `Prefer: wait` and answered because the approval was denied, withdrawn or
-    /// expired meanwhile (an extension beyond SPEC §8).
+    /// expired meanwhile.
     not_approved,
     /// A decide call on a canvas-mirrored approval, answered as a vote in the gateway
-    /// (SPEC §12; an extension beyond SPEC §8).
+    /// (the canvas mirror, docs/molecule.md §8).
     canvas_decided,
 }
 
@@ -113,9 +113,9 @@ pub struct Metrics {
     pub config_reloads: Family<ResultLabels, Counter>,
     /// Gated requests currently held open by `Prefer: wait` on this replica.
     pub requests_waiting: Gauge,
-    /// Notification tries that failed and notifications dropped (SPEC §11).
+    /// Notification tries that failed and notifications dropped (README, Notifications).
     pub notify_failures: Family<TargetLabels, Counter>,
-    /// Canvas mirror calls and store steps that failed (SPEC §12).
+    /// Canvas mirror calls and store steps that failed (docs/molecule.md §8).
     pub mirror_failures: Counter,
 }
 

@@ -39,7 +39,7 @@ pub enum ApiError {
     #[error("request body too large")]
     BodyTooLarge,
     /// `POST /v1/approvals` named an action a configured route uses: the gate asks for those
-    /// itself, from the request it will forward (SPEC §7).
+    /// itself, from the request it will forward (README, Approvals API).
     #[error("the action is proxied")]
     ActionIsProxied,
     /// A session-authenticated request with a body that is not `application/json`.

@@ -1,4 +1,4 @@
-//! The admin listener: approvals API (SPEC §7), web inbox, `/metrics`, `/healthz`, `/readyz`.
+//! The admin listener: approvals API (README, Approvals API), web inbox, `/metrics`, `/healthz`, `/readyz`.
 //!
 //! Input: HTTP requests from approvers, requesters and scrapers. Approver authentication reuses
 //! the proxy's caller classification (`Policy::callers`, read from the current policy on every

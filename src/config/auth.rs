@@ -1,4 +1,4 @@
-//! `[jwt]` → [`JwtVerifier`] and `[[token_sources]]` → opaque-token sources (SPEC §5).
+//! `[jwt]` → [`JwtVerifier`] and `[[token_sources]]` → opaque-token sources (README, "Opaque tokens and sessions").
 //!
 //! Secrets never come from the file: the HS secret is read from the env var named by
 //! `hs_secret_env`, an `env` source's token from the var named by `env`, a `sql` source's URL

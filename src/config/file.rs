@@ -1,4 +1,4 @@
-//! The raw mirror of the TOML file: every table and key the SPEC (§3) defines, each read with its
+//! The raw mirror of the TOML file: every table and key the README's Configuration reference lists, each read with its
 //! type checked, every unknown key reported.
 //!
 //! Input: the parsed `toml::Table`. Output: [`RawConfig`] (all values optional, typed) plus the

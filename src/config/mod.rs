@@ -4,11 +4,11 @@
 //! Env overrides beat the file: `GATEWAY_LISTEN`, `GATEWAY_ADMIN_LISTEN`, `GATEWAY_UPSTREAM`,
 //! `DATABASE_URL`; the gate's mode comes from `MOLECULE_PLATFORM_APPROVAL_GATE` only.
 //!
-//! Absent tables and keys take the SPEC §3 example values (`[jwt]`, `[[callers]]`, `[[routes]]`,
+//! Absent tables and keys take the defaults the README's Configuration reference lists (`[jwt]`, `[[callers]]`, `[[routes]]`,
 //! `[[guards]]` and `[[token_sources]]` default to none). See `auth.rs` for how missing secrets
 //! are treated (an unset HS secret is only an error when the gate's mode is not off).
 //!
-//! Extension beyond SPEC §3: `[[token_sources]]` (SPEC §5's opaque-token sources), tried in order:
+//! `[[token_sources]]` (opaque-token sources; README, "Opaque tokens and sessions"), tried in order:
 //! `kind = "sql"` with `url_env` (or `url`) and a `query` binding `sha256(bearer)` as `$1`, whose
 //! row's columns become claims; `kind = "env"` with `env` (the var holding the token, compared in
 //! constant time) and `claims`. An `env` source whose var is unset is skipped with a warning.
@@ -48,9 +48,9 @@ pub struct Config {
     pub upstream: Upstream,
     pub store: StoreSettings,
     pub policy: Arc<Policy>,
-    /// `[[notify]]` targets (SPEC §11), in file order. Not hot-reloaded: a change needs a restart.
+    /// `[[notify]]` targets (README, Notifications), in file order. Not hot-reloaded: a change needs a restart.
     pub notify: Vec<crate::notify::NotifyTarget>,
-    /// `[molecule]` (SPEC §12): the canvas mirror, `None` when off. Read at start only.
+    /// `[molecule]` (docs/molecule.md §8): the canvas mirror, `None` when off. Read at start only.
     pub molecule: Option<MirrorSettings>,
 }
 
@@ -58,7 +58,7 @@ pub struct Config {
 pub struct Listen {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
-    /// How long a request body may take (extension beyond SPEC §3).
+    /// How long a request body may take.
     pub body_timeouts: BodyTimeouts,
 }
 
@@ -116,7 +116,7 @@ pub struct GateSettings {
     pub public_admin_url: String,
     pub approvals_required: u32,
     /// Longest `Prefer: wait=N` honoured on a gated request (larger N is clamped; zero turns
-    /// waiting off). Extension beyond SPEC §3: `[gate] max_wait`, default `"60s"`.
+    /// waiting off). `[gate] max_wait`, default `"60s"`.
     pub max_wait: Duration,
     /// `[gate] unknown_callers`: what happens to an unrecognised caller on a gated route.
     pub unknown_callers: crate::gate::UnknownCallers,

@@ -1,4 +1,4 @@
-//! `[molecule]` (SPEC §12) → [`MirrorSettings`] (the canvas mirror), or `None` when the mirror
+//! `[molecule]` (docs/molecule.md §8) → [`MirrorSettings`] (the canvas mirror), or `None` when the mirror
 //! is off.
 //!
 //! Keys: `mirror_approvals` (default false), `server_url` (default `[upstream] url`; http or

@@ -1,4 +1,4 @@
-//! `[[notify]]` (SPEC §11) → [`NotifyTarget`]s.
+//! `[[notify]]` (README, Notifications) → [`NotifyTarget`]s.
 //!
 //! Keys: `kind` (`"webhook"` | `"slack"`, required), `url` or `url_env` (exactly one), `secret_env`
 //! (webhook only, optional), `events` (default: every transition), `name` (optional, the

@@ -1,7 +1,7 @@
 //! Validation and compilation: raw file values (`file.rs`) + env overrides → [`Config`].
 //!
 //! Every problem is collected (never stop at the first) with its `table.key` path; any problem
-//! means no `Config`. Absent tables and keys take the SPEC §3 example values. Env overrides
+//! means no `Config`. Absent tables and keys take the defaults the README's Configuration reference lists. Env overrides
 //! (`GATEWAY_LISTEN`, `GATEWAY_ADMIN_LISTEN`, `GATEWAY_UPSTREAM`, `DATABASE_URL`) beat the file; an
 //! empty override counts as unset, an invalid one is an error at `env.NAME`.
 //!

@@ -1,4 +1,4 @@
-//! The Molecule canvas mirror (SPEC §12): every pending gateway approval also has a row in the
+//! The Molecule canvas mirror (docs/molecule.md §8): every pending gateway approval also has a row in the
 //! workspace-server's `approval_requests`, so it shows in the canvas banner; a decision made in
 //! the gateway is written back to that row.
 //!

@@ -1,4 +1,4 @@
-//! Notifications (SPEC §11): every approval transition a `[[notify]]` target asks for is POSTed
+//! Notifications (README, Notifications): every approval transition a `[[notify]]` target asks for is POSTed
 //! to it, off the request path.
 //!
 //! One dispatcher task per process subscribes to the store's live event feed (the feed SSE

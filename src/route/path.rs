@@ -1,4 +1,4 @@
-//! Path normalisation for route matching (SPEC §4). Pure: no IO, no clock.
+//! Path normalisation for route matching (README, "What the gate does, precisely"; docs/security.md §3). Pure: no IO, no clock.
 //!
 //! Input: the request-target's path exactly as the client sent it (no query). Output: either the
 //! raw path itself, borrowed ([`Normalized::Clean`], the hot path: nothing is allocated), or one or

@@ -11,7 +11,7 @@
 //! contain `%`, `\`, `?`, `#`, braces, or be `.`/`..`; empty segments (`//`, trailing `/`) are
 //! rejected. The root pattern `/` matches only the root path.
 //!
-//! Specificity (SPEC §4): more literal segments wins; otherwise, at the first differing segment, a
+//! Specificity (README, "What the gate does, precisely"): more literal segments wins; otherwise, at the first differing segment, a
 //! literal beats a parameter, a parameter beats the end of the pattern, which beats `{*rest}`.
 //! [`Pattern::rank`] encodes this as a totally ordered key (greater = more specific).
 

@@ -1,4 +1,4 @@
-//! The approvals API (SPEC §7) end to end: the admin router on port 0 over a real store, every
+//! The approvals API (README, Approvals API) end to end: the admin router on port 0 over a real store, every
 //! case run on SQLite and on Postgres (a fresh database each; skipped loudly when unreachable).
 
 mod access;

@@ -1,4 +1,4 @@
-//! The Molecule canvas mirror (SPEC §12) end to end: `config/molecule.toml` plus an enabled
+//! The Molecule canvas mirror (docs/molecule.md §8) end to end: `config/molecule.toml` plus an enabled
 //! `[molecule]` table, in front of the workspace-server stand-in (real approvals handlers on
 //! real Postgres tables). Assertions are made on the stand-in's `approval_requests` rows and on
 //! what it received.

@@ -1,4 +1,4 @@
-//! Notifications (SPEC §11): a receiver on port 0 sees signed webhook deliveries for a gated
+//! Notifications (README, Notifications): a receiver on port 0 sees signed webhook deliveries for a gated
 //! request's whole life, a retry after a 500, a Slack body's shape; a dead target neither slows
 //! the gated request nor goes uncounted.
 

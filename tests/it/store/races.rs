@@ -1,6 +1,9 @@
 //! Real concurrency against both backends (multi-thread runtime): single use of an approval,
 //! one pending row per identity, and — on Postgres, directly in SQL on two sessions — the
-//! consume statement's behaviour when another session holds the row (BASELINES.md's trap).
+//! consume statement's behaviour when another session holds the row. The trap it guards: an
+//! `UPDATE … WHERE id = (SELECT id … LIMIT 1)` without a lock lets two sessions consume one
+//! approval (under READ COMMITTED the loser re-checks only `id = …` after its wait), so the
+//! subquery locks (`FOR UPDATE`) and the outer `WHERE` repeats the state conditions.
 
 use std::time::Duration;
 

@@ -4,7 +4,11 @@
 //! Postgres: `AG_TEST_POSTGRES_URL` overrides `postgres://postgres@127.0.0.1:5432/test` (the
 //! server to create databases on). Unreachable → a loud `SKIPPED` line and `None`, unless
 //! `AG_REQUIRE_POSTGRES=1`, which turns that into a failure.
+//!
+//! Every database a test process creates is dropped when that process exits ([`drop_created`]);
+//! databases of a process that was killed are swept by the next run ([`sweep_stale`]).
 
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use approval_gateway::store::Store;
@@ -78,6 +82,10 @@ pub async fn postgres_url() -> Option<String> {
         .execute(format!("CREATE DATABASE {name}").as_str())
         .await
         .expect("create test database");
+    CREATED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(name.clone());
     let _ = admin.close().await;
     Some(with_database(&server, &name))
 }
@@ -89,7 +97,42 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Test databases are not dropped when a test ends (a `Store` has no async drop), so each test
+/// The databases this process created, dropped at exit by [`drop_created`].
+static CREATED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Drops every database this process created, when it exits (`atexit`: after the harness has
+/// run every test, whether they passed or not). A `Store` has no async drop, so a test cannot
+/// drop its own; `WITH (FORCE)` ends the connections pools of finished tests still hold.
+/// Errors are ignored: what is left is swept by the next run ([`sweep_stale`]).
+#[dtor::dtor(unsafe, method = at_binary_exit)]
+fn drop_created() {
+    let names = std::mem::take(&mut *CREATED.lock().unwrap_or_else(PoisonError::into_inner));
+    if names.is_empty() {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    runtime.block_on(async {
+        let server = server_url();
+        let Ok(Ok(mut admin)) =
+            tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect(&server)).await
+        else {
+            return;
+        };
+        for name in names {
+            let _ = admin
+                .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                .await;
+        }
+        let _ = admin.close().await;
+    });
+}
+
+/// A run that was killed before [`drop_created`] leaves its databases behind, so each test
 /// process, once, drops this helper's databases older than `STALE_AFTER` (their names carry
 /// their creation time). Plain `DROP DATABASE` refuses one still in use; errors are ignored.
 async fn sweep_stale(admin: &mut PgConnection) {

@@ -1,4 +1,5 @@
-//! `/v1/approvals` handlers (SPEC §7): list, show (with `?wait=` long-poll), decide, withdraw.
+//! `/v1/approvals` handlers (README, "Approvals API"): list, show (with `?wait=` long-poll, on
+//! `Store::wait_for_decision`), decide, withdraw.
 //! (`POST /v1/approvals`, a gated caller's own request, is in `request.rs`.)
 //!
 //! Each handler authenticates, applies the pure checks of `auth`, calls the store once for the
@@ -16,7 +17,6 @@ use axum::http::HeaderMap;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
 
 use super::error::ApiError;
 use super::{auth, parse_id, parse_json, AdminState};
@@ -110,24 +110,14 @@ pub async fn show(
             "wait must be at most {MAX_WAIT_SECS} seconds"
         )));
     }
-    // Subscribe before the first read so a decision landing in between is not missed.
-    let mut events = st.store.subscribe();
-    let mut approval = visible(&caller, st.store.backend().get(id, Utc::now()).await?)?;
-    if wait == 0 {
+    let approval = visible(&caller, st.store.backend().get(id, Utc::now()).await?)?;
+    if wait == 0 || approval.status != Status::Pending {
         return Ok(Json(approval));
     }
     let until = wait_deadline(&approval, Duration::from_secs(wait), Utc::now());
     let deadline = tokio::time::Instant::now() + until;
-    // Re-read on every event about this approval (events can arrive late, e.g. its own
-    // `requested` through Postgres NOTIFY) until it has left `pending` or time is up.
-    while approval.status == Status::Pending {
-        let more = next_event_about(&mut events, id, deadline).await;
-        approval = visible(&caller, st.store.backend().get(id, Utc::now()).await?)?;
-        if !more {
-            break;
-        }
-    }
-    Ok(Json(approval))
+    let approval = st.store.wait_for_decision(id, deadline).await?;
+    Ok(Json(visible(&caller, approval)?))
 }
 
 fn visible(caller: &Caller, approval: Option<Approval>) -> Result<Approval, ApiError> {
@@ -148,22 +138,6 @@ pub fn wait_deadline(approval: &Approval, wait: Duration, now: DateTime<Utc>) ->
         .to_std()
         .unwrap_or(Duration::ZERO);
     wait.min(to_expiry + Duration::from_millis(50))
-}
-
-/// Wait for the next event about `id` (or a lag, after which the caller re-reads anyway).
-/// False when `deadline` passed or the feed closed: the caller's next read is its last.
-async fn next_event_about(
-    events: &mut tokio::sync::broadcast::Receiver<crate::store::AuditEvent>,
-    id: ApprovalId,
-    deadline: tokio::time::Instant,
-) -> bool {
-    loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Ok(ev)) if ev.approval_id != id => continue,
-            Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => return true,
-            Ok(Err(RecvError::Closed)) | Err(_) => return false,
-        }
-    }
 }
 
 #[derive(Debug, Deserialize)]

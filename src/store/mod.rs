@@ -25,6 +25,7 @@ pub mod sqlite;
 mod sqlite_checkpoint;
 mod sqlite_decide;
 mod sqlite_ops;
+mod wait;
 
 pub use handle::Store;
 

@@ -1,15 +1,17 @@
 //! Stage 4: the gate decision. Pure: no IO, no clock.
 //!
-//! Input: the matched [`GateRule`], the request as a [`RequestView`] (path params, query, headers,
-//! the classified caller, and the buffered body when the rule reads `{body.*}`), and the global
-//! [`Mode`]. Output: a `#[must_use]` [`Decision`] carrying the approval identity
-//! `(scope, action, request_hash)` that the store consumes or creates.
+//! Input: one request that hit a guard or a destructive route, as a [`Call`] (its head, the
+//! classified caller, the matched [`GateRule`] with its path parameters, the body once read),
+//! and the `[gate]` [`Settings`]. Output: a `#[must_use]` [`Outcome`] — forward, shadow,
+//! refuse, read the body, or hold for an approval whose identity `(scope, action,
+//! request_hash)` the store consumes or creates. The proxy only carries it out.
 //!
 //! Invariant: `request_hash` is byte-for-byte the hash the workspace-server's own Go gate computes
 //! (see `canonical.rs` and the vectors in `tests/fixtures/request-hash-vectors.json`).
 //!
-//! Files: `template.rs` (parse at load, render per request), `body.rs` (Go-binding body fields,
-//! parsed once per request), `canonical.rs` + `hash.rs` (the identity digest), `decide.rs`.
+//! Files: `decide.rs` (the decision), `template.rs` (parse at load, render per request),
+//! `body.rs` (Go-binding body fields, parsed once per request), `binding.rs` (what an approval
+//! binds), `canonical.rs` + `hash.rs` (the identity digest), `mode.rs` (the flag).
 
 pub mod binding;
 pub mod body;
@@ -20,7 +22,7 @@ pub mod mode;
 pub mod template;
 
 pub use canonical::canonical_json;
-pub use decide::decide;
+pub(crate) use decide::{decide, Call, Outcome, Refusal, Settings};
 pub use hash::request_hash;
 pub use mode::{Mode, ModeError};
 pub use template::{Template, TemplateError};
@@ -95,17 +97,6 @@ pub struct Gated {
     pub context: Map<String, Value>,
     pub request_hash: String,
     pub approvals_required: u32,
-}
-
-#[must_use]
-#[derive(Debug, Clone, PartialEq)]
-pub enum Decision {
-    /// Not gated here: the caller is not gated, or the effective mode is off.
-    Pass,
-    /// Shadow mode: record "would gate", forward anyway.
-    Shadow(Gated),
-    /// Enforce: consume an approval or answer 202.
-    Enforce(Gated),
 }
 
 /// Why a gated request cannot be evaluated. All are the downstream's fault (400).

@@ -18,16 +18,16 @@ use crate::store::ApprovalId;
 
 /// Is the access log on? Checked once per request before anything is captured for it.
 #[inline]
-pub fn enabled() -> bool {
+pub(super) fn enabled() -> bool {
     tracing::enabled!(target: "access", tracing::Level::INFO)
 }
 
 /// What the gated path learned about one request, for its access line.
 #[derive(Debug, Clone, Copy)]
-pub struct Note {
-    pub outcome: Outcome,
-    pub approval: Option<ApprovalId>,
-    pub upstream: Option<Duration>,
+pub(super) struct Note {
+    pub(super) outcome: Outcome,
+    pub(super) approval: Option<ApprovalId>,
+    pub(super) upstream: Option<Duration>,
 }
 
 impl Default for Note {
@@ -42,7 +42,7 @@ impl Default for Note {
 
 impl Note {
     /// Await `forward`, remembering how long the upstream took.
-    pub async fn timed<T>(&mut self, forward: impl Future<Output = T>) -> T {
+    pub(super) async fn timed<T>(&mut self, forward: impl Future<Output = T>) -> T {
         let start = Instant::now();
         let out = forward.await;
         self.upstream = Some(start.elapsed());
@@ -51,7 +51,7 @@ impl Note {
 }
 
 /// Write the line.
-pub fn log(method: &Method, path: &str, action: &str, status: StatusCode, note: &Note) {
+pub(super) fn log(method: &Method, path: &str, action: &str, status: StatusCode, note: &Note) {
     let upstream_ms = note.upstream.map(|d| d.as_secs_f64() * 1000.0);
     tracing::info!(
         target: "access",

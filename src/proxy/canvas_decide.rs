@@ -1,4 +1,4 @@
-//! The canvas's decide route on a mirrored approval (SPEC §12): `POST
+//! The canvas's decide route on a mirrored approval (docs/molecule.md): `POST
 //! /workspaces/{id}/approvals/{aid}/decide` where `aid` is the server row the canvas mirror made
 //! for a gateway approval (`mirror_find`). Such a call is not forwarded: it is a vote in the
 //! gateway by the caller, with the API's rules (`api::approvals::cast_vote`: an approver class —

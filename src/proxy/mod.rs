@@ -1,8 +1,9 @@
 //! The data plane: the request path, reading top to bottom.
 //!
 //! ```text
-//! listener (accept, drain) ─▶ handle(): [route::find ─▶ caller::classify ─▶ gate::decide ─▶ store]
-//!                                        ─▶ forward::Upstream::forward | respond (202 / problem)
+//! listener (accept, drain) ─▶ handle(): lookup ─┬▶ no hit: forward::Upstream::forward
+//!                                               └▶ hit: gated/ [caller::classify ─▶ gate::decide
+//!                                                  ─▶ store] ─▶ forward once | 202 | problem
 //! ```
 //!
 //! Input: a downstream request and its connection's facts. Output: always a response (errors
@@ -16,11 +17,9 @@ pub mod forward;
 mod gated;
 pub mod h1;
 pub mod listener;
-mod pending;
 pub mod pool;
 pub mod respond;
 mod timer;
-mod wait;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -88,7 +87,7 @@ impl Proxy {
         }
     }
 
-    /// Answer decide calls on the canvas mirror's rows (SPEC §12) as votes in the gateway. Call
+    /// Answer decide calls on the canvas mirror's rows (docs/molecule.md) as votes in the gateway. Call
     /// right after [`Proxy::new`], before the proxy is cloned.
     pub fn with_canvas_decide(mut self, on: bool) -> Self {
         match Arc::get_mut(&mut self.shared) {
@@ -140,7 +139,7 @@ impl Proxy {
     ///
     /// Flag off: straight to the upstream, no route evaluation, no store. Otherwise a method
     /// no guard or route names is forwarded at once; for the rest, guards and routes are looked
-    /// up on one normalisation of the path. Only a hit goes down the gated path (`gated.rs`),
+    /// up on one normalisation of the path. Only a hit goes down the gated path (`gated/`),
     /// everything else is forwarded untouched.
     pub async fn handle(
         self,
@@ -177,7 +176,7 @@ impl Proxy {
             route,
             canvas_decide,
         };
-        let action = matched.route.as_ref().map_or("none", |r| &*r.value.action);
+        let action = matched.action();
         // Captured only when the access log is on (the owned path is the one allocation).
         let line = access::enabled().then(|| (req.method().clone(), req.uri().path().to_owned()));
         let (parts, body) = req.into_parts();
@@ -235,17 +234,6 @@ impl Shared {
             Ok(resp) => resp,
             Err(e) => e.into_response(),
         }
-    }
-
-    async fn forward(
-        &self,
-        parts: http::request::Parts,
-        body: ProxyBody,
-        down: &Downstream,
-    ) -> Response<ProxyBody> {
-        self.forward_raw(parts, body, down, None)
-            .await
-            .unwrap_or_else(ProxyError::into_response)
     }
 
     /// `approval`: the approval the request consumed (see [`Upstream::forward`]).

@@ -24,7 +24,7 @@ pub struct Evidence<'a> {
 }
 
 /// A bug the soak found, since fixed: the upstream result of a consumed approval is recorded by
-/// a task spawned on the proxy shard's runtime (`proxy/gated.rs` `record_upstream`), and a
+/// a task spawned on the proxy shard's runtime (`proxy/gated/hold.rs` `record_upstream`), and a
 /// graceful stop dropped the runtime, and the task, once the shard's connections had drained:
 /// the approval stayed `consumed` without `upstream_status`, `upstream_error` or `upstream`
 /// event. Shards now wait for those tasks (`Proxy::finish_background`), and the soak runs with

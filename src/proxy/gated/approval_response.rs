@@ -1,5 +1,6 @@
-//! The gated path's own answers: the SPEC §6 202 for a pending approval, and the problem for a
-//! request whose awaited approval ended without approval (`Prefer: wait`).
+//! The answers about an approval that the gated path builds itself: the 202 for a pending
+//! approval (README, "What the gate does, precisely"), and the problem for a request whose
+//! awaited approval ended without approval (`Prefer: wait`).
 //!
 //! Pure builders: inputs are the policy's gate settings and the approval; no I/O.
 
@@ -8,12 +9,12 @@ use http::header::{HeaderValue, LOCATION, RETRY_AFTER};
 use http::{HeaderMap, Response, StatusCode};
 use serde_json::json;
 
-use super::{Problem, ProxyBody};
 use crate::config::Policy;
+use crate::proxy::{Problem, ProxyBody};
 use crate::store::{Approval, ApprovalId, Status, VoteKind};
 
-/// The SPEC §6 202 body and headers.
-pub(super) fn response(
+/// The 202: the pending approval's body, `Location` (its API URL) and `Retry-After`.
+pub(super) fn pending(
     policy: &Policy,
     approval: &Approval,
     previous: Option<ApprovalId>,
@@ -48,7 +49,7 @@ pub(super) fn response(
         RETRY_AFTER,
         HeaderValue::from(policy.gate.retry_after.as_secs().max(1)),
     );
-    super::json(StatusCode::ACCEPTED, headers, Bytes::from(body.to_string()))
+    crate::proxy::json(StatusCode::ACCEPTED, headers, Bytes::from(body.to_string()))
 }
 
 /// Denied → 403; withdrawn, expired (or anything else not approved) → 409. The detail names the

@@ -268,7 +268,7 @@ async fn sweep(store: Store, metrics: Arc<Metrics>, stop: impl Future<Output = (
             continue;
         }
         let now = chrono::Utc::now();
-        match store.backend().expire_due(now).await {
+        match store.expire_due(now).await {
             Ok(expired) => {
                 for a in &expired {
                     metrics.approval(&a.action, ApprovalEvent::expired);

@@ -21,7 +21,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate => {
             let config = load(&cli.config)?;
             let store = Store::open(&config.store.url)?;
-            store.backend().migrate().await?;
+            store.migrate().await?;
             println!(
                 "migrations applied to the {} store",
                 scheme(&config.store.url)
@@ -117,11 +117,9 @@ async fn approvals(path: &std::path::Path, command: ApprovalsCommand) -> anyhow:
     probe_postgres(&config.store.url).await?;
     let store = Store::open(&config.store.url)?;
     store
-        .backend()
         .migrate()
         .await
         .context("the approval store is not reachable")?;
-    let backend = store.backend();
     let now = Utc::now();
     match command {
         ApprovalsCommand::List {
@@ -147,7 +145,7 @@ async fn approvals(path: &std::path::Path, command: ApprovalsCommand) -> anyhow:
                 limit,
                 cursor: None,
             };
-            let page = backend.list(&filter, now).await?;
+            let page = store.list(&filter, now).await?;
             for a in &page.items {
                 println!(
                     "{}  {:<9}  {:<20}  scope={}  requester={}  {}{}",
@@ -167,7 +165,7 @@ async fn approvals(path: &std::path::Path, command: ApprovalsCommand) -> anyhow:
         }
         ApprovalsCommand::Show { id } => {
             let id = parse_id(&id)?;
-            let approval = backend
+            let approval = store
                 .get(id, now)
                 .await?
                 .with_context(|| format!("no approval {id}"))?;
@@ -229,7 +227,6 @@ async fn decide(
         .context("say who decides with --as NAME")?;
     let now = Utc::now();
     let approval = store
-        .backend()
         .get(id, now)
         .await?
         .with_context(|| format!("no approval {id}"))?;
@@ -249,7 +246,7 @@ async fn decide(
         via: Via::Cli,
     };
     let ttls = config.policy.gate.ttls;
-    match store.backend().decide(id, &vote, ttls, now).await? {
+    match store.decide(id, &vote, ttls, now).await? {
         DecideOutcome::Recorded(a) => {
             tracing::info!(event = "voted", via = "cli", approval_id = %id, approver = %approver, status = a.status.as_str(), "vote recorded");
             println!("{id}: {} (vote by {approver} recorded)", a.status.as_str());

@@ -60,7 +60,7 @@ pub async fn list(
         }
         filter.requester = Some(caller.requester());
     }
-    Ok(Json(st.store.backend().list(&filter, Utc::now()).await?))
+    Ok(Json(st.store.list(&filter, Utc::now()).await?))
 }
 
 fn list_filter(q: ListQuery) -> Result<ListFilter, ApiError> {
@@ -110,7 +110,7 @@ pub async fn show(
             "wait must be at most {MAX_WAIT_SECS} seconds"
         )));
     }
-    let approval = visible(&caller, st.store.backend().get(id, Utc::now()).await?)?;
+    let approval = visible(&caller, st.store.get(id, Utc::now()).await?)?;
     if wait == 0 || approval.status != Status::Pending {
         return Ok(Json(approval));
     }
@@ -178,9 +178,9 @@ pub async fn cast_vote(
 ) -> Result<Approval, ApiError> {
     auth::require_approver(caller)?;
     let now = Utc::now();
-    let current = visible(caller, store.backend().get(id, now).await?)?;
+    let current = visible(caller, store.get(id, now).await?)?;
     auth::check_vote(caller, &current, vote.kind)?;
-    match store.backend().decide(id, vote, ttls, now).await? {
+    match store.decide(id, vote, ttls, now).await? {
         DecideOutcome::Recorded(approval) => {
             match vote_event(vote.kind, approval.status) {
                 Some(event) => {
@@ -246,18 +246,12 @@ pub async fn withdraw(
     let now = Utc::now();
     let current = st
         .store
-        .backend()
         .get(id, now)
         .await?
         .ok_or(ApiError::NotFound(NO_SUCH_APPROVAL))?;
     auth::check_withdraw(&caller, &current)?;
     let actor = caller.requester();
-    match st
-        .store
-        .backend()
-        .withdraw(id, &actor, Via::Api, now)
-        .await?
-    {
+    match st.store.withdraw(id, &actor, Via::Api, now).await? {
         WithdrawOutcome::Withdrawn(approval) => {
             st.transition(&approval, ApprovalEvent::withdrawn, &actor);
             Ok(Json(approval))

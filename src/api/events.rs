@@ -146,11 +146,7 @@ async fn catch_up(
 ) -> Result<(), PumpError> {
     let mut after = after;
     loop {
-        let batch = st
-            .store
-            .backend()
-            .events_after(after, CATCH_UP_PAGE)
-            .await?;
+        let batch = st.store.events_after(after, CATCH_UP_PAGE).await?;
         for ev in &batch {
             send(st, ev, tx).await?;
             after = ev.id;
@@ -167,7 +163,7 @@ async fn send(st: &AdminState, ev: &AuditEvent, tx: &mpsc::Sender<Event>) -> Res
     let Some(name) = sse_name(ev.event) else {
         return Ok(());
     };
-    let Some(approval) = st.store.backend().get(ev.approval_id, Utc::now()).await? else {
+    let Some(approval) = st.store.get(ev.approval_id, Utc::now()).await? else {
         return Ok(());
     };
     let data = serde_json::to_string(&approval).map_err(|e| StoreError::Corrupt(e.to_string()))?;

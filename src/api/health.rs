@@ -36,7 +36,7 @@ pub async fn healthz() -> &'static str {
 /// canvas mirror that keeps failing adds a line to the 200 (it never makes readiness fail: the
 /// gate works without it).
 pub async fn readyz(State(st): State<AdminState>) -> Result<String, ApiError> {
-    let ping = st.store.backend().ping().await;
+    let ping = st.store.ping().await;
     if !st.store.is_ready() {
         // Say what is wrong: a store that is down is not one waiting for its migrations.
         return Err(ApiError::NotReady(match ping {
@@ -95,7 +95,7 @@ struct Counted {
 impl PendingGauge {
     pub async fn refresh(&self, store: &Store, metrics: &Metrics) {
         if store.is_ready() {
-            let count = store.backend().pending_counts(chrono::Utc::now());
+            let count = store.pending_counts(chrono::Utc::now());
             self.refresh_with(metrics, count).await;
         }
     }

@@ -59,11 +59,7 @@ pub async fn request(
         return Err(ApiError::ActionIsProxied);
     }
     let new = new_approval(&caller, body, policy.gate.approvals_required)?;
-    let (approval, created) = st
-        .store
-        .backend()
-        .request(&new, policy.gate.ttls, Utc::now())
-        .await?;
+    let (approval, created) = st.store.request(&new, policy.gate.ttls, Utc::now()).await?;
     let actor = caller.requester();
     if created {
         st.transition(&approval, ApprovalEvent::requested, &actor);

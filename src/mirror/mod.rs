@@ -216,11 +216,11 @@ impl Worker {
     }
 
     async fn reconcile(&self, id: ApprovalId) -> Result<(), Failure> {
-        let backend = self.store.backend();
-        let Some(a) = backend.get(id, Utc::now()).await? else {
+        let store = &self.store;
+        let Some(a) = store.get(id, Utc::now()).await? else {
             return Ok(());
         };
-        let row = backend.mirror_get(id).await?;
+        let row = store.mirror_get(id).await?;
         match (a.status, row) {
             (Status::Pending, None) => self.create(&a).await,
             (Status::Pending, Some(_)) | (_, None) => Ok(()),
@@ -257,7 +257,7 @@ impl Worker {
             mirrored_at: Utc::now(),
             written_back: None,
         };
-        self.store.backend().mirror_set(&row, ACTOR).await?;
+        self.store.mirror_set(&row, ACTOR).await?;
         tracing::info!(approval_id = %a.id, server_id = %row.server_id,
             workspace_id = %row.workspace_id, "canvas mirror: server row created");
         Ok(())
@@ -274,10 +274,7 @@ impl Worker {
             tracing::info!(approval_id = %a.id, server_id = %row.server_id,
                 "canvas mirror: the server row was already decided (or is gone)");
         }
-        self.store
-            .backend()
-            .mirror_written_back(a.id, decision)
-            .await?;
+        self.store.mirror_written_back(a.id, decision).await?;
         tracing::info!(approval_id = %a.id, server_id = %row.server_id, decision,
             decided_by = %decided_by, "canvas mirror: decision written back");
         Ok(())
@@ -289,7 +286,7 @@ impl Worker {
             return;
         }
         // Outcomes not yet written back (a write-back that failed before a restart).
-        match self.store.backend().mirror_unwritten(CATCH_UP_MAX).await {
+        match self.store.mirror_unwritten(CATCH_UP_MAX).await {
             Ok(ids) => {
                 for id in ids {
                     if !self.retry.contains_key(&id) {
@@ -327,7 +324,7 @@ impl Worker {
         let complete = server_pending.len() < server::PENDING_LIST_MAX;
         let live: HashSet<&str> = server_pending.iter().map(String::as_str).collect();
         for a in &pending {
-            let row = match self.store.backend().mirror_get(a.id).await {
+            let row = match self.store.mirror_get(a.id).await {
                 Ok(r) => r,
                 Err(e) => {
                     self.failed(a.id, &Failure::Store(e));
@@ -363,7 +360,7 @@ impl Worker {
                 cursor,
                 ..ListFilter::default()
             };
-            let page = self.store.backend().list(&filter, Utc::now()).await?;
+            let page = self.store.list(&filter, Utc::now()).await?;
             out.extend(page.items);
             match page.next_cursor {
                 Some(c) if out.len() < RESYNC_MAX => cursor = Some(c),

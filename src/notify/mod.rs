@@ -197,12 +197,7 @@ impl Dispatcher {
 
     async fn catch_up(&mut self, mut after: i64) {
         loop {
-            let batch = match self
-                .store
-                .backend()
-                .events_after(after, CATCH_UP_PAGE)
-                .await
-            {
+            let batch = match self.store.events_after(after, CATCH_UP_PAGE).await {
                 Ok(b) => b,
                 Err(e) => {
                     self.metrics.store_errors.inc();
@@ -235,7 +230,7 @@ impl Dispatcher {
         {
             return;
         }
-        let approval = match self.store.backend().get(ev.approval_id, Utc::now()).await {
+        let approval = match self.store.get(ev.approval_id, Utc::now()).await {
             Ok(Some(a)) => a,
             Ok(None) => return,
             Err(e) => {

@@ -138,7 +138,7 @@ pub(super) async fn handle(
     if !shared.store.is_ready() {
         return answered(shared, note, Outcome::store_unavailable, unavailable(None));
     }
-    let row = match shared.store.backend().mirror_find(&aid).await {
+    let row = match shared.store.mirror_find(&aid).await {
         Ok(Some(row)) => row,
         Ok(None) => return Intercepted::NotMirrored(body),
         Err(e) => {

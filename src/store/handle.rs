@@ -15,7 +15,12 @@ use tokio::sync::broadcast;
 
 use super::postgres::PgStore;
 use super::sqlite::SqliteStore;
-use super::{ApprovalStore, AuditEvent, StoreError};
+use chrono::{DateTime, Utc};
+
+use super::{
+    Approval, ApprovalId, ApprovalStore, AuditEvent, DecideOutcome, GateOutcome, ListFilter,
+    MirrorRow, NewApproval, Page, StoreError, Ttls, UpstreamResult, Via, Vote, WithdrawOutcome,
+};
 
 /// Buffered events per subscriber before a slow one starts lagging (it then re-reads with
 /// `events_after`).
@@ -89,7 +94,7 @@ impl Store {
         }
     }
 
-    pub fn backend(&self) -> &dyn ApprovalStore {
+    fn backend(&self) -> &dyn ApprovalStore {
         if let Some(local) = &self.local {
             return &**local;
         }
@@ -97,6 +102,141 @@ impl Store {
             Backend::Sqlite(s) => s,
             Backend::Postgres(s) => s,
         }
+    }
+
+    /// Apply migrations (idempotent). [`Store::migrate_until_ready`] does it in the background.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.backend().migrate().await
+    }
+
+    /// Is the store reachable?
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.backend().ping().await
+    }
+
+    /// The gate's atomic step: consume the newest approved, unconsumed, unexpired approval with
+    /// `new`'s identity; otherwise create-or-reuse the pending one. Two concurrent callers never
+    /// consume the same approval; concurrent first calls create one pending row. Audits
+    /// `consumed`, `requested` or `deduplicated`.
+    pub async fn consume_or_create(
+        &self,
+        new: &NewApproval,
+        ttl: Ttls,
+        now: DateTime<Utc>,
+    ) -> Result<GateOutcome, StoreError> {
+        self.backend().consume_or_create(new, ttl, now).await
+    }
+
+    /// Create-or-reuse a pending approval without consuming (`POST /v1/approvals`).
+    /// Returns the approval and whether it was created.
+    pub async fn request(
+        &self,
+        new: &NewApproval,
+        ttl: Ttls,
+        now: DateTime<Utc>,
+    ) -> Result<(Approval, bool), StoreError> {
+        self.backend().request(new, ttl, now).await
+    }
+
+    /// Record what the upstream answered to a request that consumed `id` (audited `upstream`).
+    pub async fn record_upstream(
+        &self,
+        id: ApprovalId,
+        result: UpstreamResult,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.backend().record_upstream(id, result, now).await
+    }
+
+    /// One approval, with its decisions. A due pending/approved row reads as `expired`.
+    pub async fn get(
+        &self,
+        id: ApprovalId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Approval>, StoreError> {
+        self.backend().get(id, now).await
+    }
+
+    /// Newest first, keyset-paginated, each approval with its decisions.
+    pub async fn list(&self, filter: &ListFilter, now: DateTime<Utc>) -> Result<Page, StoreError> {
+        self.backend().list(filter, now).await
+    }
+
+    /// Record a vote. Quorum: approved when `approvals_required` distinct approvers approved; one
+    /// deny denies; a bypass approves at once. Policy checks (self-approval, who may bypass) are
+    /// the caller's; the store enforces pending-ness, expiry and one vote per approver.
+    pub async fn decide(
+        &self,
+        id: ApprovalId,
+        vote: &Vote,
+        ttl: Ttls,
+        now: DateTime<Utc>,
+    ) -> Result<DecideOutcome, StoreError> {
+        self.backend().decide(id, vote, ttl, now).await
+    }
+
+    /// Withdraw a pending approval (the requester's check is the caller's).
+    pub async fn withdraw(
+        &self,
+        id: ApprovalId,
+        actor: &str,
+        via: Via,
+        now: DateTime<Utc>,
+    ) -> Result<WithdrawOutcome, StoreError> {
+        self.backend().withdraw(id, actor, via, now).await
+    }
+
+    /// Turn every due pending/approved approval into an `expired` transition; returns them.
+    pub async fn expire_due(&self, now: DateTime<Utc>) -> Result<Vec<Approval>, StoreError> {
+        self.backend().expire_due(now).await
+    }
+
+    /// Audit events with `id > after`, oldest first, at most `limit`.
+    pub async fn events_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.backend().events_after(after, limit).await
+    }
+
+    /// Pending (unexpired) approvals per action, for the `approvals_pending` gauge.
+    pub async fn pending_counts(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        self.backend().pending_counts(now).await
+    }
+
+    /// The canvas mirror's row of an approval.
+    pub async fn mirror_get(&self, id: ApprovalId) -> Result<Option<MirrorRow>, StoreError> {
+        self.backend().mirror_get(id).await
+    }
+
+    /// The mirror row showing an approval as the server row `server_id`.
+    pub async fn mirror_find(&self, server_id: &str) -> Result<Option<MirrorRow>, StoreError> {
+        self.backend().mirror_find(server_id).await
+    }
+
+    /// Record (or replace) the server row of `row.approval_id`, in one transaction with its
+    /// `mirrored` audit event (actor `actor`, detail: workspace, server id, the replaced id).
+    pub async fn mirror_set(&self, row: &MirrorRow, actor: &str) -> Result<(), StoreError> {
+        self.backend().mirror_set(row, actor).await
+    }
+
+    /// Note that `decision` was written back to the approval's server row.
+    pub async fn mirror_written_back(
+        &self,
+        id: ApprovalId,
+        decision: &str,
+    ) -> Result<(), StoreError> {
+        self.backend().mirror_written_back(id, decision).await
+    }
+
+    /// Approvals that have left `pending` while their server row has not been written back
+    /// (oldest mapping first, at most `limit`): the mirror's catch-up after a restart.
+    pub async fn mirror_unwritten(&self, limit: u32) -> Result<Vec<ApprovalId>, StoreError> {
+        self.backend().mirror_unwritten(limit).await
     }
 
     /// True once migrations have been applied (gating needs it; /readyz reports it).

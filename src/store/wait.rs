@@ -30,7 +30,7 @@ impl Store {
         // below plus the feed cover every decision, whenever it lands.
         let mut feed = self.subscribe();
         loop {
-            let approval = self.backend().get(id, Utc::now()).await?;
+            let approval = self.get(id, Utc::now()).await?;
             if !approval
                 .as_ref()
                 .is_some_and(|a| a.status == Status::Pending)
@@ -38,7 +38,7 @@ impl Store {
                 return Ok(approval);
             }
             if !next_event_about(&mut feed, id, deadline).await {
-                return self.backend().get(id, Utc::now()).await;
+                return self.get(id, Utc::now()).await;
             }
         }
     }

@@ -38,7 +38,6 @@ async fn an_approval_for_one_query_never_executes_another() {
     assert_ne!(purge, plain, "its own approval");
     let shown: Value = gw
         .store
-        .backend()
         .get(
             approval_gateway::store::ApprovalId::parse(&purge).unwrap(),
             chrono::Utc::now(),

@@ -52,7 +52,6 @@ async fn pending(store: &Store, scope: &str) -> String {
         approvals_required: 1,
     };
     match store
-        .backend()
         .consume_or_create(&new, TTLS, chrono::Utc::now())
         .await
         .unwrap()
@@ -64,7 +63,7 @@ async fn pending(store: &Store, scope: &str) -> String {
 
 async fn operator_cli(url: String) {
     let store = Store::open(&url).unwrap();
-    store.backend().migrate().await.unwrap();
+    store.migrate().await.unwrap();
     let config = config_file(&url);
     let config = config.to_str().unwrap();
     let a = pending(&store, "ws-a").await;
@@ -127,14 +126,9 @@ async fn operator_cli(url: String) {
     assert_eq!(shown["decisions"][0]["comment"], "checked");
 
     let id = approval_gateway::store::ApprovalId::parse(&b).unwrap();
-    let denied = store
-        .backend()
-        .get(id, chrono::Utc::now())
-        .await
-        .unwrap()
-        .unwrap();
+    let denied = store.get(id, chrono::Utc::now()).await.unwrap().unwrap();
     assert_eq!(denied.status, Status::Denied);
-    let events = store.backend().events_after(0, 100).await.unwrap();
+    let events = store.events_after(0, 100).await.unwrap();
     let cli_events: Vec<_> = events.iter().filter(|e| e.via == Via::Cli).collect();
     assert!(cli_events.iter().any(|e| e.actor == "alice"), "{events:?}");
     assert!(cli_events.iter().any(|e| e.actor == "bob"), "{events:?}");

@@ -51,7 +51,6 @@ async fn deny(gw: &Gateway, id: &str) {
     };
     let _ = gw
         .store
-        .backend()
         .decide(id, &vote, TTLS, chrono::Utc::now())
         .await
         .expect("decide");
@@ -116,7 +115,6 @@ async fn full_cycle(backend: Backend) {
     for _ in 0..500 {
         let a = gw
             .store
-            .backend()
             .get(parsed, chrono::Utc::now())
             .await
             .unwrap()
@@ -500,7 +498,6 @@ async fn shadow_mode_forwards_and_records_would_gate() {
     );
     let page = gw
         .store
-        .backend()
         .list(&ListFilter::default(), chrono::Utc::now())
         .await
         .unwrap();
@@ -591,12 +588,7 @@ async fn race_first_calls_create_one_row(backend: Backend) {
         scope: Some("ws-first".into()),
         ..ListFilter::default()
     };
-    let page = gw
-        .store
-        .backend()
-        .list(&filter, chrono::Utc::now())
-        .await
-        .unwrap();
+    let page = gw.store.list(&filter, chrono::Utc::now()).await.unwrap();
     assert_eq!(page.items.len(), 1);
     gw.stop().await;
 }

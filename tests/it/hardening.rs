@@ -42,10 +42,7 @@ async fn approved(gw: &Gateway, req: reqwest::RequestBuilder) -> ApprovalId {
         pending: hour,
         approved: hour,
     };
-    let out = gw
-        .store
-        .backend()
-        .decide(id, &vote, ttls, chrono::Utc::now());
+    let out = gw.store.decide(id, &vote, ttls, chrono::Utc::now());
     assert!(matches!(out.await.unwrap(), DecideOutcome::Recorded(_)));
     id
 }
@@ -53,12 +50,7 @@ async fn approved(gw: &Gateway, req: reqwest::RequestBuilder) -> ApprovalId {
 /// The approval once the upstream's answer (or error) is recorded on it (off the response path).
 async fn with_upstream_result(gw: &Gateway, id: ApprovalId) -> Approval {
     for _ in 0..500 {
-        let a = gw
-            .store
-            .backend()
-            .get(id, chrono::Utc::now())
-            .await
-            .unwrap();
+        let a = gw.store.get(id, chrono::Utc::now()).await.unwrap();
         let a = a.expect("the approval exists");
         if a.upstream_status.is_some() || a.upstream_error.is_some() {
             return a;

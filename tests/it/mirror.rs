@@ -88,11 +88,11 @@ impl Gw {
     }
 
     async fn mirror(&self, id: ApprovalId) -> Option<MirrorRow> {
-        self.store.backend().mirror_get(id).await.unwrap()
+        self.store.mirror_get(id).await.unwrap()
     }
 
     async fn status(&self, id: ApprovalId) -> Status {
-        let a = self.store.backend().get(id, chrono::Utc::now()).await;
+        let a = self.store.get(id, chrono::Utc::now()).await;
         a.unwrap().expect("approval").status
     }
 
@@ -109,7 +109,6 @@ impl Gw {
         };
         let _ = self
             .store
-            .backend()
             .decide(id, &vote, ttls, chrono::Utc::now())
             .await
             .unwrap();
@@ -579,13 +578,7 @@ async fn only_verified_humans_decide_mirrored_rows_through_the_gateway_postgres(
         v,
         serde_json::json!({"status": "approved", "approval_id": m.server_id})
     );
-    let a = gw
-        .store
-        .backend()
-        .get(id, chrono::Utc::now())
-        .await
-        .unwrap()
-        .unwrap();
+    let a = gw.store.get(id, chrono::Utc::now()).await.unwrap().unwrap();
     assert_eq!(a.status, Status::Approved);
     assert_eq!(a.decisions.len(), 1);
     assert_eq!(a.decisions[0].approver, "user-alice");
@@ -739,16 +732,9 @@ async fn org_wide_rows_sit_on_the_anchor_and_ends_are_written_back_postgres() {
     let row = server_row(&pool, &g.server_id).await.unwrap();
     assert!(row.reason.contains(&ghost.to_string()), "{:?}", row.reason);
 
-    let a = gw
-        .store
-        .backend()
-        .get(id, chrono::Utc::now())
-        .await
-        .unwrap()
-        .unwrap();
+    let a = gw.store.get(id, chrono::Utc::now()).await.unwrap().unwrap();
     let out = gw
         .store
-        .backend()
         .withdraw(id, &a.requester, Via::Api, chrono::Utc::now())
         .await
         .unwrap();
@@ -773,7 +759,7 @@ async fn org_wide_rows_sit_on_the_anchor_and_ends_are_written_back_postgres() {
     let id = approval_id(&r.body);
     let m = until("the second row", || async { gw.mirror(id).await }).await;
     let later = chrono::Utc::now() + chrono::Duration::days(30);
-    let expired = gw.store.backend().expire_due(later).await.unwrap();
+    let expired = gw.store.expire_due(later).await.unwrap();
     assert!(expired.iter().any(|a| a.id == id));
     let row = until("the expiry written back", || async {
         server_row(&pool, &m.server_id)

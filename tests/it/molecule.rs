@@ -336,7 +336,6 @@ async fn an_approval_executes_exactly_the_approved_request_postgres() {
     let first = approval_id(&r.body);
     let approval =
         s.gw.store
-            .backend()
             .get(ApprovalId::parse(&first).unwrap(), chrono::Utc::now())
             .await
             .unwrap()

@@ -56,8 +56,7 @@ fn vote(approver: &str, kind: VoteKind) -> Vote {
 }
 
 async fn gate(s: &Store, new: &NewApproval, now: DateTime<Utc>) -> GateOutcome {
-    s.backend()
-        .consume_or_create(new, ttls(), now)
+    s.consume_or_create(new, ttls(), now)
         .await
         .expect("consume_or_create")
 }
@@ -75,27 +74,18 @@ fn pending(o: GateOutcome) -> (Approval, bool, Option<ApprovalId>) {
 }
 
 async fn recorded(s: &Store, id: ApprovalId, v: Vote, now: DateTime<Utc>) -> Approval {
-    match s
-        .backend()
-        .decide(id, &v, ttls(), now)
-        .await
-        .expect("decide")
-    {
+    match s.decide(id, &v, ttls(), now).await.expect("decide") {
         DecideOutcome::Recorded(a) => a,
         other => panic!("expected Recorded, got {other:?}"),
     }
 }
 
 async fn get(s: &Store, id: ApprovalId, now: DateTime<Utc>) -> Approval {
-    s.backend()
-        .get(id, now)
-        .await
-        .expect("get")
-        .expect("approval exists")
+    s.get(id, now).await.expect("get").expect("approval exists")
 }
 
 async fn events_of(s: &Store, id: ApprovalId) -> Vec<EventKind> {
-    let all = s.backend().events_after(0, 10_000).await.expect("events");
+    let all = s.events_after(0, 10_000).await.expect("events");
     all.into_iter()
         .filter(|e| e.approval_id == id)
         .map(|e| e.event)
@@ -146,11 +136,7 @@ async fn memory_sqlite_works_and_bad_urls_are_rejected() {
 async fn open_never_connects_and_unreachable_is_unavailable() {
     let s = Store::open("postgres://postgres@127.0.0.1:1/nope").expect("open is lazy");
     assert!(!s.is_ready());
-    let err = s
-        .backend()
-        .ping()
-        .await
-        .expect_err("nothing listens on port 1");
+    let err = s.ping().await.expect_err("nothing listens on port 1");
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
 }
 
@@ -170,7 +156,7 @@ async fn sqlite_file_store_creates_its_directory() {
         !dir.join("data/approvals.db").exists(),
         "open never connects"
     );
-    s.backend().migrate().await.expect("migrate");
+    s.migrate().await.expect("migrate");
     assert!(dir.join("data/approvals.db").exists());
 }
 

@@ -46,12 +46,7 @@ pub async fn the_pending(gw: &Gateway) -> ApprovalId {
         limit: 10,
         ..ListFilter::default()
     };
-    let page = gw
-        .store
-        .backend()
-        .list(&filter, chrono::Utc::now())
-        .await
-        .unwrap();
+    let page = gw.store.list(&filter, chrono::Utc::now()).await.unwrap();
     assert_eq!(page.items.len(), 1, "{:?}", page.items);
     page.items[0].id
 }
@@ -64,7 +59,6 @@ pub async fn vote(gw: &Gateway, id: ApprovalId, kind: VoteKind) -> DecideOutcome
         via: Via::Cli,
     };
     gw.store
-        .backend()
         .decide(id, &vote, TTLS, chrono::Utc::now())
         .await
         .unwrap()
@@ -158,7 +152,6 @@ async fn wait_denied_is_403_naming_the_approval_and_withdrawn_is_409() {
     let id = the_pending(&gw).await;
     let out = gw
         .store
-        .backend()
         .withdraw(id, "agent-1", Via::Api, chrono::Utc::now())
         .await
         .unwrap();
@@ -221,13 +214,7 @@ async fn disconnect_while_waiting(body: Option<&str>) {
     // Hang up mid-wait: the gateway drops the handler (the gauge falls back to zero).
     held.abort();
     gw.wait_waiting(0).await;
-    let a = gw
-        .store
-        .backend()
-        .get(id, chrono::Utc::now())
-        .await
-        .unwrap()
-        .unwrap();
+    let a = gw.store.get(id, chrono::Utc::now()).await.unwrap().unwrap();
     assert_eq!(a.status, Status::Pending);
     let _ = vote(&gw, id, VoteKind::Approve).await;
     let retry = send(&gw, reqwest::Method::DELETE, "/workspaces/ws-1", None, body)

@@ -277,7 +277,7 @@ async fn soak(plan: Plan) {
         let after = events
             .last()
             .map_or(0, |e: &approval_gateway::store::AuditEvent| e.id);
-        let page = checker.backend().events_after(after, 1000).await.unwrap();
+        let page = checker.events_after(after, 1000).await.unwrap();
         if page.is_empty() {
             break;
         }
@@ -378,11 +378,7 @@ async fn all_approvals(store: &Store) -> Vec<Approval> {
             cursor,
             ..Default::default()
         };
-        let page = store
-            .backend()
-            .list(&filter, chrono::Utc::now())
-            .await
-            .unwrap();
+        let page = store.list(&filter, chrono::Utc::now()).await.unwrap();
         out.extend(page.items);
         match page.next_cursor {
             Some(c) => cursor = Some(c),
@@ -508,7 +504,6 @@ async fn restart(
     let mut to_approve = None;
     while since.elapsed() < Duration::from_secs(2) {
         to_approve = checker
-            .backend()
             .list(
                 &ListFilter {
                     status: Some(Status::Pending),
@@ -571,11 +566,7 @@ async fn vote_approve(checker: &Store, id: ApprovalId) -> &'static str {
         pending: Duration::from_secs(86400),
         approved: Duration::from_secs(3600),
     };
-    match checker
-        .backend()
-        .decide(id, &vote, ttls, chrono::Utc::now())
-        .await
-    {
+    match checker.decide(id, &vote, ttls, chrono::Utc::now()).await {
         Ok(approval_gateway::store::DecideOutcome::Recorded(_)) => "approved",
         Ok(_) => "already decided by an approver",
         Err(_) => "the vote failed",
@@ -642,12 +633,7 @@ async fn an_upstream_result_is_recorded_when_the_replica_stops_after_forwarding(
 
     let mut recorded = None;
     for _ in 0..100 {
-        let a = checker
-            .backend()
-            .get(id, chrono::Utc::now())
-            .await
-            .unwrap()
-            .unwrap();
+        let a = checker.get(id, chrono::Utc::now()).await.unwrap().unwrap();
         assert_eq!(a.status, Status::Consumed);
         if a.upstream_status.is_some() || a.upstream_error.is_some() {
             recorded = Some(a);

@@ -119,7 +119,6 @@ impl GatedRequest<'_> {
         let ttls = self.matched.policy.gate.ttls;
         self.shared
             .store
-            .backend()
             .consume_or_create(new, ttls, Utc::now())
             .await
     }
@@ -199,11 +198,7 @@ fn record_upstream(shared: &Shared, id: ApprovalId, result: UpstreamResult) {
     let store = shared.store.clone();
     let metrics = Arc::clone(&shared.metrics);
     shared.background.spawn(async move {
-        if let Err(e) = store
-            .backend()
-            .record_upstream(id, result, Utc::now())
-            .await
-        {
+        if let Err(e) = store.record_upstream(id, result, Utc::now()).await {
             metrics.store_errors.inc();
             tracing::error!(approval_id = %id, error = %e, "could not record the upstream result");
         }

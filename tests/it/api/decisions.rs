@@ -48,12 +48,7 @@ pub(super) async fn quorum_of_two_needs_two_distinct_approvers_and_one_vote_each
     assert_eq!(approvers, ["alice", "carol"]);
 
     // Every API transition is audited with via = api and the approver as actor.
-    let audit = api
-        .store
-        .backend()
-        .events_after(0, 100)
-        .await
-        .expect("audit");
+    let audit = api.store.events_after(0, 100).await.expect("audit");
     let trail: Vec<_> = audit
         .iter()
         .filter(|e| e.approval_id == a.id && e.via == Via::Api)
@@ -94,7 +89,6 @@ pub(super) async fn decisions_on_expired_consumed_or_withdrawn_approvals_conflic
     let old = new_approval("ws-old", "bob", &[], 1);
     let (expired, _) = api
         .store
-        .backend()
         .request(&old, api.ttls, now - chrono::Duration::hours(2))
         .await
         .expect("old");
@@ -121,7 +115,6 @@ pub(super) async fn decisions_on_expired_consumed_or_withdrawn_approvals_conflic
     );
     let outcome = api
         .store
-        .backend()
         .consume_or_create(&new, api.ttls, chrono::Utc::now())
         .await
         .expect("consume");

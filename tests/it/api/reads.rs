@@ -135,7 +135,6 @@ pub(super) async fn long_poll_returns_when_decided(store: Store) {
     let soon = new_approval("ws-soon", "bob", &[], 1);
     let (soon, _) = api
         .store
-        .backend()
         .request(&soon, api.ttls, almost)
         .await
         .expect("request");

@@ -21,7 +21,7 @@ async fn race(s: &Store, new: &NewApproval) -> Vec<GateOutcome> {
     let mut set = JoinSet::new();
     for _ in 0..RACERS {
         let (s, new) = (s.clone(), new.clone());
-        set.spawn(async move { s.backend().consume_or_create(&new, ttls(), now).await });
+        set.spawn(async move { s.consume_or_create(&new, ttls(), now).await });
     }
     let mut out = Vec::new();
     while let Some(r) = set.join_next().await {
@@ -75,11 +75,8 @@ async fn concurrent_first_calls_make_one_pending(s: &Store) {
         status: Some(Status::Pending),
         ..Default::default()
     };
-    assert_eq!(
-        s.backend().list(&f, t0()).await.expect("list").items.len(),
-        1
-    );
-    let events = s.backend().events_after(0, 1000).await.expect("events");
+    assert_eq!(s.list(&f, t0()).await.expect("list").items.len(), 1);
+    let events = s.events_after(0, 1000).await.expect("events");
     assert_eq!(
         events
             .iter()
@@ -218,7 +215,7 @@ async fn postgres_replicas_share_single_use_and_events() {
     let mut set = JoinSet::new();
     for i in 0..RACERS {
         let (s, new) = (if i % 2 == 0 { a.clone() } else { b.clone() }, new.clone());
-        set.spawn(async move { s.backend().consume_or_create(&new, ttls(), t0()).await });
+        set.spawn(async move { s.consume_or_create(&new, ttls(), t0()).await });
     }
     let mut consumed = 0;
     while let Some(r) = set.join_next().await {
@@ -259,7 +256,7 @@ async fn postgres_gate_reconnects_after_its_connections_are_killed() {
         return;
     };
     let new = req("ws-kill", "h-kill");
-    let first = s.backend().consume_or_create(&new, ttls(), t0()).await;
+    let first = s.consume_or_create(&new, ttls(), t0()).await;
     let id = match first.expect("first call") {
         GateOutcome::Pending { approval, .. } => approval.id,
         other => panic!("expected Pending, got {other:?}"),
@@ -273,7 +270,7 @@ async fn postgres_gate_reconnects_after_its_connections_are_killed() {
     .await
     .expect("terminate");
     assert!(killed >= 1, "the gate's idle connection was there to kill");
-    let again = s.backend().consume_or_create(&new, ttls(), t0()).await;
+    let again = s.consume_or_create(&new, ttls(), t0()).await;
     match again.expect("the retry reconnects") {
         GateOutcome::Pending {
             approval, created, ..

@@ -52,8 +52,7 @@ async fn approve_consume_then_new_pending(s: &Store) {
         (c.status, c.consumed_at),
         (Status::Consumed, Some(now + secs(1)))
     );
-    s.backend()
-        .record_upstream(id, UpstreamResult::Status(204), now + secs(2))
+    s.record_upstream(id, UpstreamResult::Status(204), now + secs(2))
         .await
         .expect("record");
     assert_eq!(get(s, id, now).await.upstream_status, Some(204));
@@ -75,8 +74,7 @@ async fn record_upstream_error(s: &Store) {
     let new = req("ws-1", "h1");
     let id = approved(s, &new, now).await;
     assert_eq!(gate(s, &new, now).await, GateOutcome::Consumed(id));
-    s.backend()
-        .record_upstream(id, UpstreamResult::Error("connect refused".into()), now)
+    s.record_upstream(id, UpstreamResult::Error("connect refused".into()), now)
         .await
         .expect("record");
     let a = get(s, id, now).await;
@@ -85,7 +83,6 @@ async fn record_upstream_error(s: &Store) {
         (None, Some("connect refused"))
     );
     let last = s
-        .backend()
         .events_after(0, 1000)
         .await
         .expect("events")
@@ -149,7 +146,6 @@ async fn quorum_of_two(s: &Store) {
     let one = recorded(s, a.id, vote("alice", VoteKind::Approve), now).await;
     assert_eq!((one.status, one.decisions.len()), (Status::Pending, 1));
     match s
-        .backend()
         .decide(a.id, &vote("alice", VoteKind::Approve), ttls(), now)
         .await
         .expect("decide")
@@ -189,7 +185,7 @@ async fn bypass_approves_at_once(s: &Store) {
         events_of(s, a.id).await,
         [EventKind::Requested, EventKind::Voted, EventKind::Bypassed]
     );
-    let all = s.backend().events_after(0, 100).await.expect("events");
+    let all = s.events_after(0, 100).await.expect("events");
     let bypassed = all
         .iter()
         .find(|e| e.event == EventKind::Bypassed)
@@ -201,7 +197,6 @@ async fn bypass_approves_at_once(s: &Store) {
 
 async fn not_pending(s: &Store, id: ApprovalId, now: DateTime<Utc>) -> Status {
     match s
-        .backend()
         .decide(id, &vote("zed", VoteKind::Approve), ttls(), now)
         .await
         .expect("decide")
@@ -221,7 +216,7 @@ async fn decide_on_closed_approvals(s: &Store) {
     assert_eq!(not_pending(s, consumed, now).await, Status::Consumed);
     let (w, _, _) = pending(gate(s, &req("ws-2", "h2"), now).await);
     assert!(matches!(
-        s.backend().withdraw(w.id, "agent-7", Via::Api, now).await,
+        s.withdraw(w.id, "agent-7", Via::Api, now).await,
         Ok(WithdrawOutcome::Withdrawn(_))
     ));
     assert_eq!(not_pending(s, w.id, now).await, Status::Withdrawn);
@@ -237,7 +232,6 @@ async fn decide_on_closed_approvals(s: &Store) {
     let approved_id = approved(s, &req("ws-4", "h4"), now).await;
     assert_eq!(not_pending(s, approved_id, now).await, Status::Approved);
     let missing = s
-        .backend()
         .decide(
             ApprovalId::new(),
             &vote("a", VoteKind::Approve),
@@ -276,7 +270,7 @@ async fn approval_expiry(s: &Store) {
         created && b.id != id,
         "an expired approval is never consumed"
     );
-    let swept = s.backend().expire_due(later).await.expect("sweep");
+    let swept = s.expire_due(later).await.expect("sweep");
     assert_eq!(
         swept.iter().map(|a| (a.id, a.status)).collect::<Vec<_>>(),
         [(id, Status::Expired)]
@@ -291,16 +285,11 @@ async fn expire_due_sweeps_once(s: &Store) {
     let a = approved(s, &req("ws-2", "h2"), now).await;
     let (fresh, _, _) = pending(gate(s, &req("ws-3", "h3"), now + secs(3000)).await);
     assert!(s
-        .backend()
         .expire_due(now + secs(599))
         .await
         .expect("sweep")
         .is_empty());
-    let swept = s
-        .backend()
-        .expire_due(now + secs(3600))
-        .await
-        .expect("sweep");
+    let swept = s.expire_due(now + secs(3600)).await.expect("sweep");
     let mut ids: Vec<_> = swept.iter().map(|x| x.id).collect();
     ids.sort();
     let mut want = vec![p.id, a];
@@ -308,7 +297,6 @@ async fn expire_due_sweeps_once(s: &Store) {
     assert_eq!(ids, want);
     assert!(swept.iter().all(|x| x.status == Status::Expired));
     assert!(s
-        .backend()
         .expire_due(now + secs(3600))
         .await
         .expect("sweep")
@@ -318,7 +306,6 @@ async fn expire_due_sweeps_once(s: &Store) {
         Status::Pending
     );
     let expired: Vec<_> = s
-        .backend()
         .events_after(0, 1000)
         .await
         .expect("events")
@@ -336,7 +323,6 @@ async fn withdraw_pending(s: &Store) {
     let new = req("ws-1", "h1");
     let (a, _, _) = pending(gate(s, &new, now).await);
     match s
-        .backend()
         .withdraw(a.id, "agent-7", Via::Api, now)
         .await
         .expect("withdraw")
@@ -345,13 +331,11 @@ async fn withdraw_pending(s: &Store) {
         other => panic!("expected Withdrawn, got {other:?}"),
     }
     let again = s
-        .backend()
         .withdraw(a.id, "agent-7", Via::Api, now)
         .await
         .expect("withdraw");
     assert!(matches!(again, WithdrawOutcome::NotPending(x) if x.status == Status::Withdrawn));
     let missing = s
-        .backend()
         .withdraw(ApprovalId::new(), "agent-7", Via::Api, now)
         .await
         .expect("withdraw");
@@ -368,20 +352,12 @@ async fn request_creates_or_reuses_without_consuming(s: &Store) {
     let now = t0();
     let new = req("ws-1", "h1");
     let id = approved(s, &new, now).await;
-    let (a, created) = s
-        .backend()
-        .request(&new, ttls(), now)
-        .await
-        .expect("request");
+    let (a, created) = s.request(&new, ttls(), now).await.expect("request");
     assert!(created && a.id != id);
-    let (b, created) = s
-        .backend()
-        .request(&new, ttls(), now)
-        .await
-        .expect("request");
+    let (b, created) = s.request(&new, ttls(), now).await.expect("request");
     assert_eq!((b.id, created), (a.id, false));
     assert_eq!(get(s, id, now).await.status, Status::Approved);
-    let evs = s.backend().events_after(0, 100).await.expect("events");
+    let evs = s.events_after(0, 100).await.expect("events");
     assert_eq!(
         evs.iter().find(|e| e.approval_id == a.id).map(|e| e.via),
         Some(Via::Api)
@@ -396,7 +372,7 @@ async fn an_approval_an_agent_asked_for_is_never_consumed_by_the_gate(s: &Store)
         path: None,
         ..gated.clone()
     };
-    let (a, created) = s.backend().request(&asked, ttls(), now).await.unwrap();
+    let (a, created) = s.request(&asked, ttls(), now).await.unwrap();
     assert!(created);
     let approve = vote("alice", VoteKind::Approve);
     assert_eq!(
@@ -422,7 +398,7 @@ async fn list_filters_and_pages(s: &Store) {
         ids.push(a.id);
     }
     recorded(s, ids[0], vote("bob", VoteKind::Deny), now).await;
-    let b = s.backend();
+    let b = &s;
     let all = b.list(&ListFilter::default(), now).await.expect("list");
     assert_eq!(
         all.items.iter().map(|a| a.id).collect::<Vec<_>>(),
@@ -528,7 +504,7 @@ async fn events_in_order(s: &Store) {
     let now = t0();
     approved(s, &req("ws-1", "h1"), now).await;
     let _ = gate(s, &req("ws-1", "h1"), now).await;
-    let all = s.backend().events_after(0, 100).await.expect("events");
+    let all = s.events_after(0, 100).await.expect("events");
     assert_eq!(all.len(), 4);
     assert!(
         all.windows(2).all(|w| w[0].id < w[1].id),
@@ -544,17 +520,10 @@ async fn events_in_order(s: &Store) {
             EventKind::Consumed
         ]
     );
-    let tail = s
-        .backend()
-        .events_after(all[1].id, 100)
-        .await
-        .expect("events");
+    let tail = s.events_after(all[1].id, 100).await.expect("events");
     assert_eq!(tail, all[2..]);
     assert_eq!(
-        s.backend()
-            .events_after(all[0].id, 1)
-            .await
-            .expect("events"),
+        s.events_after(all[0].id, 1).await.expect("events"),
         all[1..2]
     );
     assert_eq!(
@@ -575,8 +544,7 @@ async fn subscribe_receives_live_events(s: &Store) {
         gate(s, &req("ws-1", "h1"), t0() + secs(1)).await,
         GateOutcome::Consumed(a.id)
     );
-    s.backend()
-        .record_upstream(a.id, UpstreamResult::Status(204), t0() + secs(1))
+    s.record_upstream(a.id, UpstreamResult::Status(204), t0() + secs(1))
         .await
         .expect("record");
     let (b, _, _) = pending(gate(s, &req("ws-2", "h2"), t0()).await);
@@ -608,7 +576,7 @@ async fn subscribe_receives_live_events(s: &Store) {
             (b.id, EventKind::Denied),
         ]
     );
-    let stored = s.backend().events_after(0, 1000).await.expect("events");
+    let stored = s.events_after(0, 1000).await.expect("events");
     let quiet: Vec<_> = stored
         .iter()
         .filter(|e| !e.event.is_announced())
@@ -623,11 +591,8 @@ async fn subscribe_receives_live_events(s: &Store) {
 }
 
 async fn ping_works(s: &Store) {
-    s.backend().ping().await.expect("ping");
-    s.backend()
-        .migrate()
-        .await
-        .expect("migrations are idempotent");
+    s.ping().await.expect("ping");
+    s.migrate().await.expect("migrations are idempotent");
 }
 
 /// The canvas mirror's mapping: set, found both ways, replaced (audited, not announced),
@@ -639,7 +604,7 @@ async fn mirror_mapping(s: &Store) {
         GateOutcome::Pending { approval, .. } => approval.id,
         other => panic!("{other:?}"),
     };
-    let b = s.backend();
+    let b = &s;
     assert_eq!(b.mirror_get(id).await.expect("get"), None);
     let mut live = s.subscribe();
     let row = MirrorRow {

@@ -247,7 +247,6 @@ impl Admin {
     pub async fn pending(&self, new: &NewApproval) -> Approval {
         let (a, created) = self
             .store
-            .backend()
             .request(new, self.ttls, chrono::Utc::now())
             .await
             .expect("request");

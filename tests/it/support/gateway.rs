@@ -243,7 +243,6 @@ pub async fn approve_in(store: &Store, id: &str, approver: &str) {
     };
     let id = ApprovalId::parse(id).expect("an approval id");
     let out = store
-        .backend()
         .decide(id, &vote, ttls, chrono::Utc::now())
         .await
         .expect("decide");

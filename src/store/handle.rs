@@ -1,5 +1,6 @@
-//! The store handle the rest of the gateway holds: the backend chosen by URL, readiness, and
-//! the live audit-event feed.
+//! The store handle the rest of the gateway holds: every store operation (run on the backend
+//! chosen by URL: the shared rules, or the dialect's own gate), readiness, and the live
+//! audit-event feed.
 //!
 //! Inputs: the store URL (`sqlite:…` or `postgres://…`). Outputs: `Store` (cheap to clone).
 //! Invariants: `open` never connects, so the gateway starts while the database is down;
@@ -11,15 +12,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
+use super::dialect::{GateCall, UpstreamCall};
 use super::postgres::PgStore;
+use super::rules::Rules;
 use super::sqlite::SqliteStore;
-use chrono::{DateTime, Utc};
-
 use super::{
-    Approval, ApprovalId, ApprovalStore, AuditEvent, DecideOutcome, GateOutcome, ListFilter,
-    MirrorRow, NewApproval, Page, StoreError, Ttls, UpstreamResult, Via, Vote, WithdrawOutcome,
+    Approval, ApprovalId, AuditEvent, DecideOutcome, GateOutcome, ListFilter, MirrorRow,
+    NewApproval, Page, StoreError, Ttls, UpstreamResult, Via, Vote, WithdrawOutcome,
 };
 
 /// Buffered events per subscriber before a slow one starts lagging (it then re-reads with
@@ -46,6 +48,23 @@ struct Inner {
 enum Backend {
     Sqlite(SqliteStore),
     Postgres(PgStore),
+}
+
+/// The backend an operation runs on: on Postgres, this handle's own gate connections when it
+/// has them ([`Store::for_this_thread`]).
+enum On<'a> {
+    Sqlite(&'a SqliteStore),
+    Postgres(&'a PgStore),
+}
+
+/// Runs `$body` with `$d` bound to the backend of `$store` (one expression, two dialects).
+macro_rules! on_backend {
+    ($store:expr, $d:ident => $body:expr) => {
+        match $store.on() {
+            On::Sqlite($d) => $body,
+            On::Postgres($d) => $body,
+        }
+    };
 }
 
 impl Store {
@@ -94,24 +113,24 @@ impl Store {
         }
     }
 
-    fn backend(&self) -> &dyn ApprovalStore {
+    fn on(&self) -> On<'_> {
         if let Some(local) = &self.local {
-            return &**local;
+            return On::Postgres(local);
         }
         match &self.inner.backend {
-            Backend::Sqlite(s) => s,
-            Backend::Postgres(s) => s,
+            Backend::Sqlite(s) => On::Sqlite(s),
+            Backend::Postgres(p) => On::Postgres(p),
         }
     }
 
     /// Apply migrations (idempotent). [`Store::migrate_until_ready`] does it in the background.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        self.backend().migrate().await
+        on_backend!(self, d => d.migrate().await)
     }
 
     /// Is the store reachable?
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.backend().ping().await
+        on_backend!(self, d => Rules::ping(d).await)
     }
 
     /// The gate's atomic step: consume the newest approved, unconsumed, unexpired approval with
@@ -124,7 +143,14 @@ impl Store {
         ttl: Ttls,
         now: DateTime<Utc>,
     ) -> Result<GateOutcome, StoreError> {
-        self.backend().consume_or_create(new, ttl, now).await
+        let call = GateCall {
+            new,
+            ttl,
+            now,
+            via: Via::Gateway,
+            consume: true,
+        };
+        on_backend!(self, d => d.gate(call).await)
     }
 
     /// Create-or-reuse a pending approval without consuming (`POST /v1/approvals`).
@@ -135,7 +161,21 @@ impl Store {
         ttl: Ttls,
         now: DateTime<Utc>,
     ) -> Result<(Approval, bool), StoreError> {
-        self.backend().request(new, ttl, now).await
+        let call = GateCall {
+            new,
+            ttl,
+            now,
+            via: Via::Api,
+            consume: false,
+        };
+        match on_backend!(self, d => d.gate(call).await)? {
+            GateOutcome::Pending {
+                approval, created, ..
+            } => Ok((approval, created)),
+            GateOutcome::Consumed(_) => Err(StoreError::Corrupt(
+                "a request for approval consumed one".into(),
+            )),
+        }
     }
 
     /// Record what the upstream answered to a request that consumed `id` (audited `upstream`).
@@ -145,7 +185,8 @@ impl Store {
         result: UpstreamResult,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.backend().record_upstream(id, result, now).await
+        let up = UpstreamCall::new(id, result, now);
+        on_backend!(self, d => d.record_upstream(up).await)
     }
 
     /// One approval, with its decisions. A due pending/approved row reads as `expired`.
@@ -154,12 +195,12 @@ impl Store {
         id: ApprovalId,
         now: DateTime<Utc>,
     ) -> Result<Option<Approval>, StoreError> {
-        self.backend().get(id, now).await
+        on_backend!(self, d => Rules::get(d, id, now).await)
     }
 
     /// Newest first, keyset-paginated, each approval with its decisions.
     pub async fn list(&self, filter: &ListFilter, now: DateTime<Utc>) -> Result<Page, StoreError> {
-        self.backend().list(filter, now).await
+        on_backend!(self, d => Rules::list(d, filter, now).await)
     }
 
     /// Record a vote. Quorum: approved when `approvals_required` distinct approvers approved; one
@@ -172,7 +213,7 @@ impl Store {
         ttl: Ttls,
         now: DateTime<Utc>,
     ) -> Result<DecideOutcome, StoreError> {
-        self.backend().decide(id, vote, ttl, now).await
+        on_backend!(self, d => Rules::decide(d, id, vote, ttl, now).await)
     }
 
     /// Withdraw a pending approval (the requester's check is the caller's).
@@ -183,12 +224,12 @@ impl Store {
         via: Via,
         now: DateTime<Utc>,
     ) -> Result<WithdrawOutcome, StoreError> {
-        self.backend().withdraw(id, actor, via, now).await
+        on_backend!(self, d => Rules::withdraw(d, id, actor, via, now).await)
     }
 
     /// Turn every due pending/approved approval into an `expired` transition; returns them.
     pub async fn expire_due(&self, now: DateTime<Utc>) -> Result<Vec<Approval>, StoreError> {
-        self.backend().expire_due(now).await
+        on_backend!(self, d => Rules::expire_due(d, now).await)
     }
 
     /// Audit events with `id > after`, oldest first, at most `limit`.
@@ -197,7 +238,7 @@ impl Store {
         after: i64,
         limit: u32,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        self.backend().events_after(after, limit).await
+        on_backend!(self, d => Rules::events_after(d, after, limit).await)
     }
 
     /// Pending (unexpired) approvals per action, for the `approvals_pending` gauge.
@@ -205,23 +246,23 @@ impl Store {
         &self,
         now: DateTime<Utc>,
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        self.backend().pending_counts(now).await
+        on_backend!(self, d => Rules::pending_counts(d, now).await)
     }
 
     /// The canvas mirror's row of an approval.
     pub async fn mirror_get(&self, id: ApprovalId) -> Result<Option<MirrorRow>, StoreError> {
-        self.backend().mirror_get(id).await
+        on_backend!(self, d => Rules::mirror_get(d, id).await)
     }
 
     /// The mirror row showing an approval as the server row `server_id`.
     pub async fn mirror_find(&self, server_id: &str) -> Result<Option<MirrorRow>, StoreError> {
-        self.backend().mirror_find(server_id).await
+        on_backend!(self, d => Rules::mirror_find(d, server_id).await)
     }
 
     /// Record (or replace) the server row of `row.approval_id`, in one transaction with its
     /// `mirrored` audit event (actor `actor`, detail: workspace, server id, the replaced id).
     pub async fn mirror_set(&self, row: &MirrorRow, actor: &str) -> Result<(), StoreError> {
-        self.backend().mirror_set(row, actor).await
+        on_backend!(self, d => Rules::mirror_set(d, row, actor).await)
     }
 
     /// Note that `decision` was written back to the approval's server row.
@@ -230,13 +271,13 @@ impl Store {
         id: ApprovalId,
         decision: &str,
     ) -> Result<(), StoreError> {
-        self.backend().mirror_written_back(id, decision).await
+        on_backend!(self, d => Rules::mirror_written_back(d, id, decision).await)
     }
 
     /// Approvals that have left `pending` while their server row has not been written back
     /// (oldest mapping first, at most `limit`): the mirror's catch-up after a restart.
     pub async fn mirror_unwritten(&self, limit: u32) -> Result<Vec<ApprovalId>, StoreError> {
-        self.backend().mirror_unwritten(limit).await
+        on_backend!(self, d => Rules::mirror_unwritten(d, limit).await)
     }
 
     /// True once migrations have been applied (gating needs it; /readyz reports it).
@@ -267,7 +308,7 @@ impl Store {
     }
 
     async fn try_ready(&self) -> Result<(), StoreError> {
-        self.backend().migrate().await?;
+        self.migrate().await?;
         match &self.inner.backend {
             Backend::Postgres(pg) => pg.start_listener(Arc::downgrade(&self.inner.feed)).await?,
             Backend::Sqlite(sqlite) => sqlite.start_checkpointer(Arc::downgrade(&self.inner.feed)),

@@ -19,7 +19,7 @@
 //! still finds the rarer stalls longer than inline ones (`bench/analysis.md`).
 //!
 //! Invariants: this connection only runs `PRAGMA wal_checkpoint`; it never reads or writes
-//! rows, so the store's single-writer rule (`sqlite.rs`) is untouched. While a `RESTART` holds
+//! rows, so the store's single-writer rule (`mod.rs`) is untouched. While a `RESTART` holds
 //! the write lock, the store's transactions wait for it at `BEGIN IMMEDIATE` (its busy
 //! timeout); a deferred `BEGIN` would fail the ones that read before they write.
 

@@ -20,8 +20,8 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions as _, Connection as _};
 use tokio::sync::Semaphore;
 
-use super::common::classify;
-use super::StoreError;
+use crate::store::model::classify;
+use crate::store::StoreError;
 
 /// An idle connection is pinged before use once it has been idle this long.
 pub(super) const PING_IDLE_AFTER: Duration = Duration::from_secs(10);

@@ -1,21 +1,24 @@
-//! The Postgres transitions. Hot-path steps are single statements (CTEs) so a state change and
-//! its audit row commit together without an explicit transaction; multi-step transitions
-//! (create, decide, withdraw, sweep) run in a transaction the caller opened.
+//! The gate's steps on Postgres, on the gate's own connections (`conns.rs`): a retry or a
+//! consume is one statement ([`GATE_SQL`]); creating adds one ([`CREATE_SQL`]); the upstream's
+//! answer is one more (`record_upstream`). Each is an autocommit statement that carries its own
+//! audit rows, so no transaction is held open across round trips; audit events reach
+//! subscribers through the NOTIFY trigger.
 //!
-//! Inputs: a connection (or transaction), `now`, the TTLs. Outputs: outcomes; audit events
-//! reach subscribers through the NOTIFY trigger, not from here.
+//! Inputs: the approval asked for, `now`, the TTLs. Outputs: the gate's outcome.
 
-use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
-use sqlx::{PgConnection, PgPool, Row as _};
+use sqlx::{PgConnection, Row as _};
 use uuid::Uuid;
 
-use super::common::{self, classify, Row};
-use super::postgres::{decode, decode_event, COLS, EVENT_COLS};
-use super::*;
+use super::PgStore;
+use crate::store::dialect::{GateCall, UpstreamCall};
+use crate::store::model::{classify, via_str, Row};
+use crate::store::rules::{deadline, Rules, COLS, SYSTEM_ACTOR};
+use crate::store::*;
+
+type R = Rules<PgStore>;
 
 /// The gate's first (and usually only) statement, exactly as run: the race test executes this
 /// text on two sessions. Binds: `$1` now, `$2` scope, `$3` action, `$4` request_hash, `$5`
@@ -26,7 +29,8 @@ use super::*;
 /// (`deduplicated`). It always returns one row: `consumed_id` (the consumed approval, or null)
 /// and the pending row's columns (null when there is none). Single use: the candidate is locked
 /// with `FOR UPDATE SKIP LOCKED` and the outer `WHERE` repeats the state conditions, so a second
-/// session can never consume it too (BASELINES.md's trap). The pending lookup cannot see the
+/// session can never consume it too: one that waited on the row re-checks its state after the
+/// other committed, and one that skipped it consumes nothing. The pending lookup cannot see the
 /// consume (one snapshot), but it never needs to: it reads `pending` rows, the consume touches
 /// `approved` ones, and `NOT EXISTS (SELECT 1 FROM c)` skips it when something was consumed.
 /// Only approvals the gate made (`method IS NOT NULL`) are consumed: one an agent asked for
@@ -57,8 +61,8 @@ pub static GATE_SQL: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// Creates the pending approval and its `requested` audit row in one statement, with the
-/// denied approval it follows (SPEC §6.3: the newest with this identity, if denied after the
-/// last consumption). No row when a concurrent first call won the partial unique index.
+/// denied approval it follows (the newest with this identity, if denied after the last
+/// consumption: the README's "What the gate does", step 3). No row when a concurrent first call won the partial unique index.
 static CREATE_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH prev AS ( \
@@ -82,113 +86,52 @@ static CREATE_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-pub(super) async fn event(
-    c: &mut PgConnection,
-    id: Uuid,
-    kind: EventKind,
-    actor: &str,
-    via: Via,
-    detail: Value,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO approval_events (approval_id, event, actor, via, detail, at) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(id)
-        .bind(kind.as_str())
-        .bind(actor)
-        .bind(common::via_str(via))
-        .bind(detail)
-        .bind(now)
-        .execute(&mut *c)
-        .await
-        .map(drop)
-        .map_err(classify)
-}
-
-pub(super) async fn event_by_id(pool: &PgPool, id: i64) -> Result<Option<AuditEvent>, StoreError> {
-    let sql = format!("SELECT {EVENT_COLS} FROM approval_events WHERE id = $1");
-    let row = sqlx::query(&sql)
-        .bind(id)
-        .fetch_optional(pool)
-        .await
-        .map_err(classify)?;
-    row.as_ref().map(decode_event).transpose()
-}
-
-fn decision(r: &sqlx::postgres::PgRow) -> Result<(Uuid, DecisionRecord), StoreError> {
-    let g = StoreError::Query;
-    let record = DecisionRecord {
-        approver: r.try_get("approver").map_err(g)?,
-        decision: common::parse_vote(r.try_get("decision").map_err(g)?)?,
-        comment: r.try_get("comment").map_err(g)?,
-        decided_at: r.try_get("decided_at").map_err(g)?,
-    };
-    Ok((r.try_get("approval_id").map_err(g)?, record))
-}
-
-/// Rows → approvals, with every row's decisions fetched in one query.
-pub(super) async fn with_decisions(
-    c: &mut PgConnection,
-    rows: Vec<Row>,
-    now: DateTime<Utc>,
-) -> Result<Vec<Approval>, StoreError> {
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let found = sqlx::query(
-        "SELECT approval_id, approver, decision, comment, decided_at FROM approval_decisions \
-         WHERE approval_id = ANY($1) ORDER BY decided_at, approver",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *c)
-    .await
-    .map_err(classify)?;
-    let mut by_id: HashMap<Uuid, Vec<DecisionRecord>> = HashMap::new();
-    for r in &found {
-        let (id, d) = decision(r)?;
-        by_id.entry(id).or_default().push(d);
+impl PgStore {
+    /// The gate's step (see [`Store::consume_or_create`] and [`Store::request`]). A proxied
+    /// request's runs on the gate's connections; `POST /v1/approvals` on the shared pool.
+    pub(in crate::store) async fn gate(
+        &self,
+        call: GateCall<'_>,
+    ) -> Result<GateOutcome, StoreError> {
+        if !call.consume {
+            let mut c = self.pool.acquire().await.map_err(classify)?;
+            return consume_or_open(&mut c, call).await;
+        }
+        self.gate
+            .run(|mut c| {
+                Box::pin(async move {
+                    let r = consume_or_open(&mut c, call).await;
+                    (c, r)
+                })
+            })
+            .await
     }
-    rows.into_iter()
-        .map(|row| {
-            let ds = by_id.remove(&row.id).unwrap_or_default();
-            row.into_approval(ds, now)
-        })
-        .collect()
-}
 
-pub(super) async fn fetch_row(
-    c: &mut PgConnection,
-    id: Uuid,
-    lock: bool,
-) -> Result<Option<Row>, StoreError> {
-    let sql = format!(
-        "SELECT {COLS} FROM approvals WHERE id = $1{}",
-        if lock { " FOR UPDATE" } else { "" }
-    );
-    let row = sqlx::query(&sql)
-        .bind(id)
-        .fetch_optional(&mut *c)
-        .await
-        .map_err(classify)?;
-    row.as_ref().map(decode).transpose()
-}
-
-pub(super) async fn load(
-    c: &mut PgConnection,
-    id: Uuid,
-    now: DateTime<Utc>,
-) -> Result<Option<Approval>, StoreError> {
-    match fetch_row(c, id, false).await? {
-        Some(row) => Ok(with_decisions(c, vec![row], now).await?.pop()),
-        None => Ok(None),
+    /// See [`Store::record_upstream`]. One statement: the update and its audit row commit
+    /// together.
+    pub(in crate::store) async fn record_upstream(
+        &self,
+        up: UpstreamCall,
+    ) -> Result<(), StoreError> {
+        let sql = "WITH u AS (UPDATE approvals SET upstream_status = $2, upstream_error = $3 WHERE id = $1 RETURNING id) \
+             INSERT INTO approval_events (approval_id, event, actor, via, detail, at) \
+             SELECT id, 'upstream', $4, 'gateway', $5, $6 FROM u";
+        self.gate
+            .run(|mut c| {
+                let q = sqlx::query(sql)
+                    .bind(up.id)
+                    .bind(up.status.map(i32::from))
+                    .bind(up.error.clone())
+                    .bind(SYSTEM_ACTOR)
+                    .bind(up.detail.clone())
+                    .bind(up.now);
+                Box::pin(async move {
+                    let r = q.execute(&mut c).await.map(drop).map_err(classify);
+                    (c, r)
+                })
+            })
+            .await
     }
-}
-
-pub(super) async fn load_some(
-    c: &mut PgConnection,
-    id: Uuid,
-    now: DateTime<Utc>,
-) -> Result<Approval, StoreError> {
-    load(c, id, now)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("approval {id} vanished")))
 }
 
 /// What [`GATE_SQL`] found.
@@ -214,7 +157,7 @@ async fn gate_step(
         .bind(&new.action)
         .bind(&new.request_hash)
         .bind(&new.requester)
-        .bind(common::via_str(via))
+        .bind(via_str(via))
         .bind(consume)
         .fetch_one(&mut *c)
         .await
@@ -226,7 +169,7 @@ async fn gate_step(
     if r.try_get::<Option<Uuid>, _>("id").map_err(g)?.is_none() {
         return Ok(Found::Nothing);
     }
-    let row = decode(&r)?;
+    let row = R::decode_row(&r)?;
     Ok(if row.is_due(now) {
         Found::Due
     } else {
@@ -238,30 +181,28 @@ async fn gate_step(
 /// approved approval, else reuse the live pending one, else create it. A retry or a consume is
 /// one statement; creating adds one (and one more to expire a due pending row first). All are
 /// autocommit statements that each carry their audit rows, so no transaction is held open.
-pub(super) async fn consume_or_open(
+async fn consume_or_open(
     c: &mut PgConnection,
-    new: &NewApproval,
-    ttl: Ttls,
-    now: DateTime<Utc>,
-    via: Via,
-    consume: bool,
+    call: GateCall<'_>,
 ) -> Result<GateOutcome, StoreError> {
+    let GateCall {
+        new,
+        ttl,
+        now,
+        via,
+        consume,
+    } = call;
     // Losing the creation race to a concurrent first call means the winner's row exists now:
     // the next lookup reuses it. Three rounds only run out if that row is decided each time.
     for _ in 0..3 {
         match gate_step(c, new, now, via, consume).await? {
             Found::Consumed(id) => return Ok(GateOutcome::Consumed(id)),
-            Found::Live(row) => return reused(c, *row, now).await,
+            Found::Live(row) => return R::pending(c, *row, false, now).await,
             Found::Due => expire_identity(c, new, now).await?,
             Found::Nothing => {}
         }
         if let Some(row) = create(c, new, ttl, now, via).await? {
-            let previous = row.previous_id.map(ApprovalId);
-            return Ok(GateOutcome::Pending {
-                approval: row.into_approval(Vec::new(), now)?,
-                created: true,
-                previous,
-            });
+            return R::pending(c, row, true, now).await;
         }
     }
     Err(StoreError::Corrupt(
@@ -286,7 +227,7 @@ async fn expire_identity(
     .bind(&new.action)
     .bind(&new.request_hash)
     .bind(now)
-    .bind(common::SYSTEM_ACTOR)
+    .bind(SYSTEM_ACTOR)
     .bind(&new.requester)
     .execute(&mut *c)
     .await
@@ -302,47 +243,13 @@ async fn create(
     via: Via,
 ) -> Result<Option<Row>, StoreError> {
     let required = i32::try_from(new.approvals_required.max(1)).unwrap_or(i32::MAX);
-    let row = sqlx::query(&CREATE_SQL)
-        .bind(ApprovalId::new().0)
-        .bind(&new.action)
-        .bind(&new.scope)
-        .bind(&new.reason)
-        .bind(&new.context)
-        .bind(&new.request_hash)
-        .bind(&new.method)
-        .bind(&new.path)
-        .bind(&new.requester)
-        .bind(json!(new.requester_actors))
-        .bind(&new.caller)
+    let row = R::bind_new(sqlx::query(&CREATE_SQL), new)
         .bind(required)
         .bind(now)
-        .bind(common::deadline(now, ttl.pending))
-        .bind(common::via_str(via))
+        .bind(deadline(now, ttl.pending))
+        .bind(via_str(via))
         .fetch_optional(&mut *c)
         .await
         .map_err(classify)?;
-    row.as_ref().map(decode).transpose()
-}
-
-async fn reused(
-    c: &mut PgConnection,
-    row: Row,
-    now: DateTime<Utc>,
-) -> Result<GateOutcome, StoreError> {
-    let previous = row.previous_id.map(ApprovalId);
-    // With a quorum of one, a still-pending approval has no decisions (any vote closes it):
-    // skip the round trip on the hot retry path.
-    let approval = if row.approvals_required <= 1 {
-        row.into_approval(Vec::new(), now)?
-    } else {
-        with_decisions(c, vec![row], now)
-            .await?
-            .pop()
-            .ok_or_else(|| StoreError::Corrupt("approval vanished".into()))?
-    };
-    Ok(GateOutcome::Pending {
-        approval,
-        created: false,
-        previous,
-    })
+    row.as_ref().map(R::decode_row).transpose()
 }

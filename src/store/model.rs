@@ -1,0 +1,558 @@
+//! The store's data model: what the rest of the gateway reads and writes (`Approval`, `Status`,
+//! `Vote`, the outcomes, `AuditEvent`, `MirrorRow`, `StoreError`), the `approvals` row as both
+//! dialects decode it, and the text each enum is stored as.
+//!
+//! Invariant: a row whose status is `pending`/`approved` and whose `expires_at <= now` is
+//! reported as `expired` everywhere ([`Row::into_approval`]), whatever the sweeper has done so
+//! far.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// An approval's id (a UUID).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ApprovalId(pub Uuid);
+
+impl ApprovalId {
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Uuid::parse_str(s).ok().map(Self)
+    }
+}
+
+impl Default for ApprovalId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for ApprovalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+    Consumed,
+    Withdrawn,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Approved => "approved",
+            Status::Denied => "denied",
+            Status::Expired => "expired",
+            Status::Consumed => "consumed",
+            Status::Withdrawn => "withdrawn",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Status::Pending,
+            "approved" => Status::Approved,
+            "denied" => Status::Denied,
+            "expired" => Status::Expired,
+            "consumed" => Status::Consumed,
+            "withdrawn" => Status::Withdrawn,
+            _ => return None,
+        })
+    }
+}
+
+/// A vote's kind. `Bypass` is an admin's break-glass approval (comment required).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VoteKind {
+    Approve,
+    Deny,
+    Bypass,
+}
+
+/// Where a transition came from, for the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    Gateway,
+    Api,
+    Cli,
+}
+
+/// One recorded decision, as shown in `Approval.decisions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionRecord {
+    pub approver: String,
+    pub decision: VoteKind,
+    pub comment: Option<String>,
+    pub decided_at: DateTime<Utc>,
+}
+
+/// An approval as the API serialises it (the README's "Approvals API").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Approval {
+    pub id: ApprovalId,
+    pub status: Status,
+    pub action: String,
+    pub scope: String,
+    pub reason: String,
+    pub context: Value,
+    pub request_hash: String,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub requester: String,
+    /// Subjects of the requester's `act` chain (self-approval check). Not part of the
+    /// reference shape but harmless to show.
+    #[serde(default)]
+    pub requester_actors: Vec<String>,
+    pub caller: Option<String>,
+    pub approvals_required: u32,
+    pub decisions: Vec<DecisionRecord>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub consumed_at: Option<DateTime<Utc>>,
+    pub upstream_status: Option<u16>,
+    pub upstream_error: Option<String>,
+    /// Who wrote `reason` and `context` (an extension of the reference shape).
+    pub origin: Origin,
+}
+
+/// Who created an approval, and so who wrote its `reason` and `context`. Derived from the row
+/// without a column: only `POST /v1/approvals` makes approvals without a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// The gate, from a proxied request and the route's templates.
+    Proxy,
+    /// A gated caller through `POST /v1/approvals`: its text is the requesting agent's own.
+    Agent,
+}
+
+impl Origin {
+    pub fn of(method: Option<&str>) -> Self {
+        if method.is_some() {
+            Origin::Proxy
+        } else {
+            Origin::Agent
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Proxy => "proxy",
+            Origin::Agent => "agent",
+        }
+    }
+}
+
+/// What a gated request (or `POST /v1/approvals`) asks approval for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewApproval {
+    pub scope: String,
+    pub action: String,
+    pub request_hash: String,
+    pub reason: String,
+    /// A JSON object.
+    pub context: Value,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub requester: String,
+    pub requester_actors: Vec<String>,
+    pub caller: Option<String>,
+    pub approvals_required: u32,
+}
+
+/// The two clocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttls {
+    /// A pending approval expires this long after creation.
+    pub pending: Duration,
+    /// An approved, unconsumed approval expires this long after approval.
+    pub approved: Duration,
+}
+
+/// Result of the gate's one atomic step. (Returned once per gated request; boxing the
+/// `Approval` would buy nothing.)
+#[must_use]
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum GateOutcome {
+    /// An approved, unconsumed, unexpired approval was consumed: forward the request.
+    Consumed(ApprovalId),
+    /// No approval to consume: the pending one (new when `created`). `previous` names the denied
+    /// approval this one follows, when the newest with that identity was denied (the README's "What the gate does", step 3).
+    Pending {
+        approval: Approval,
+        created: bool,
+        previous: Option<ApprovalId>,
+    },
+}
+
+/// What happened to the forwarded request, recorded on the consumed approval.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpstreamResult {
+    Status(u16),
+    Error(String),
+}
+
+/// A vote to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Vote {
+    pub approver: String,
+    pub kind: VoteKind,
+    pub comment: Option<String>,
+    pub via: Via,
+}
+
+#[must_use]
+#[derive(Debug, Clone, PartialEq)]
+pub enum DecideOutcome {
+    /// The vote was recorded; the approval as it now stands (maybe approved/denied).
+    Recorded(Approval),
+    NotFound,
+    /// Not pending (decided, expired, consumed, withdrawn): 409.
+    NotPending(Approval),
+    /// This approver already voted: 409.
+    AlreadyVoted(Approval),
+}
+
+#[must_use]
+#[derive(Debug, Clone, PartialEq)]
+pub enum WithdrawOutcome {
+    Withdrawn(Approval),
+    NotFound,
+    NotPending(Approval),
+}
+
+/// Filters of `GET /v1/approvals`. `cursor` is opaque (from a previous `Page`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListFilter {
+    pub status: Option<Status>,
+    pub scope: Option<String>,
+    pub action: Option<String>,
+    pub requester: Option<String>,
+    pub limit: u32,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Page {
+    pub items: Vec<Approval>,
+    pub next_cursor: Option<String>,
+}
+
+/// Audit event names (`approval_events.event`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Requested,
+    Deduplicated,
+    Voted,
+    Approved,
+    Bypassed,
+    Denied,
+    Consumed,
+    Upstream,
+    Expired,
+    Withdrawn,
+    /// The approval got a row in the Molecule server's approvals (docs/molecule.md, "The canvas mirror"; audit only).
+    Mirrored,
+}
+
+impl EventKind {
+    /// Every kind, in lifecycle order.
+    pub const ALL: [EventKind; 11] = [
+        EventKind::Requested,
+        EventKind::Deduplicated,
+        EventKind::Voted,
+        EventKind::Approved,
+        EventKind::Bypassed,
+        EventKind::Denied,
+        EventKind::Consumed,
+        EventKind::Upstream,
+        EventKind::Expired,
+        EventKind::Withdrawn,
+        EventKind::Mirrored,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Requested => "requested",
+            EventKind::Deduplicated => "deduplicated",
+            EventKind::Voted => "voted",
+            EventKind::Approved => "approved",
+            EventKind::Bypassed => "bypassed",
+            EventKind::Denied => "denied",
+            EventKind::Consumed => "consumed",
+            EventKind::Upstream => "upstream",
+            EventKind::Expired => "expired",
+            EventKind::Withdrawn => "withdrawn",
+            EventKind::Mirrored => "mirrored",
+        }
+    }
+
+    /// Whether the event reaches the live feed ([`super::Store::subscribe`]) as well as the audit
+    /// table. A retry of a pending request and the upstream's answer to a consumed one are
+    /// audited only: they change no approval's status, nothing waits for them, and they are the
+    /// two events of the hot path. On Postgres an announced event is a `NOTIFY`, and every
+    /// committing transaction that notifies holds one cluster-wide lock through its commit,
+    /// WAL flush included; leaving these two out keeps retries and upstream results off that
+    /// lock. Postgres mirrors this list in its trigger (migration 0003).
+    pub fn is_announced(self) -> bool {
+        !matches!(
+            self,
+            EventKind::Deduplicated | EventKind::Upstream | EventKind::Mirrored
+        )
+    }
+}
+
+/// One `approval_events` row. `id` increases monotonically (SSE `id:` / `Last-Event-ID`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub approval_id: ApprovalId,
+    pub event: EventKind,
+    pub actor: String,
+    pub via: Via,
+    pub detail: Value,
+    pub at: DateTime<Utc>,
+}
+
+/// Where a gateway approval shows in the Molecule canvas: its row in the server's
+/// `approval_requests` (docs/molecule.md, "The canvas mirror").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorRow {
+    pub approval_id: ApprovalId,
+    /// The workspace the server row belongs to (the scope, or the anchor workspace).
+    pub workspace_id: String,
+    /// The server row's id.
+    pub server_id: String,
+    pub mirrored_at: DateTime<Utc>,
+    /// The decision written back to the server row (`approved` / `denied`), once done.
+    pub written_back: Option<String>,
+}
+
+/// Store failures. Never shown to downstream: the proxy answers 503, the API 503/500.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("store not ready (migrations not applied yet)")]
+    NotReady,
+    #[error("store query failed: {0}")]
+    Query(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("invalid store url: {0}")]
+    Url(String),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// `ListFilter.cursor` was not one this store produced (the API answers 400).
+    #[error("invalid list cursor")]
+    InvalidCursor,
+}
+
+/// An `approvals` row decoded into Rust types, before decisions and read-time expiry.
+#[derive(Debug, Clone)]
+pub(super) struct Row {
+    pub id: Uuid,
+    pub status: String,
+    pub action: String,
+    pub scope: String,
+    pub reason: String,
+    pub context: Value,
+    pub request_hash: String,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub requester: String,
+    pub requester_actors: Value,
+    pub caller: Option<String>,
+    pub approvals_required: i64,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub consumed_at: Option<DateTime<Utc>>,
+    pub upstream_status: Option<i64>,
+    pub upstream_error: Option<String>,
+    pub previous_id: Option<Uuid>,
+}
+
+impl Row {
+    pub fn status(&self) -> Result<Status, StoreError> {
+        Status::parse(&self.status).ok_or_else(|| corrupt("status", &self.status))
+    }
+
+    /// Open (pending/approved) and past its deadline.
+    pub fn is_due(&self, now: DateTime<Utc>) -> bool {
+        matches!(self.status.as_str(), "pending" | "approved") && self.expires_at <= now
+    }
+
+    pub fn into_approval(
+        self,
+        decisions: Vec<DecisionRecord>,
+        now: DateTime<Utc>,
+    ) -> Result<Approval, StoreError> {
+        let status = if self.is_due(now) {
+            Status::Expired
+        } else {
+            self.status()?
+        };
+        let requester_actors = match self.requester_actors {
+            Value::Array(items) => items
+                .into_iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(Approval {
+            origin: Origin::of(self.method.as_deref()),
+            id: ApprovalId(self.id),
+            status,
+            action: self.action,
+            scope: self.scope,
+            reason: self.reason,
+            context: self.context,
+            request_hash: self.request_hash,
+            method: self.method,
+            path: self.path,
+            requester: self.requester,
+            requester_actors,
+            caller: self.caller,
+            approvals_required: u32::try_from(self.approvals_required).unwrap_or(1),
+            decisions,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            decided_at: self.decided_at,
+            consumed_at: self.consumed_at,
+            upstream_status: self.upstream_status.and_then(|s| u16::try_from(s).ok()),
+            upstream_error: self.upstream_error,
+        })
+    }
+}
+
+pub(super) fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("unknown {what} {value:?}"))
+}
+
+pub(super) fn vote_str(kind: VoteKind) -> &'static str {
+    match kind {
+        VoteKind::Approve => "approve",
+        VoteKind::Deny => "deny",
+        VoteKind::Bypass => "bypass",
+    }
+}
+
+pub(super) fn parse_vote(s: &str) -> Result<VoteKind, StoreError> {
+    match s {
+        "approve" => Ok(VoteKind::Approve),
+        "deny" => Ok(VoteKind::Deny),
+        "bypass" => Ok(VoteKind::Bypass),
+        other => Err(corrupt("decision", other)),
+    }
+}
+
+pub(super) fn via_str(via: Via) -> &'static str {
+    match via {
+        Via::Gateway => "gateway",
+        Via::Api => "api",
+        Via::Cli => "cli",
+    }
+}
+
+pub(super) fn parse_via(s: &str) -> Result<Via, StoreError> {
+    match s {
+        "gateway" => Ok(Via::Gateway),
+        "api" => Ok(Via::Api),
+        "cli" => Ok(Via::Cli),
+        other => Err(corrupt("via", other)),
+    }
+}
+
+pub(super) fn parse_event(s: &str) -> Result<EventKind, StoreError> {
+    EventKind::ALL
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| corrupt("event", s))
+}
+
+/// Classifies a driver error: can't reach or talk to the database → `Unavailable`; anything the
+/// database itself rejected → `Query`. The server ending the session (SQLSTATE class 08,
+/// connection exception, or 57P, e.g. `57P01` when an administrator or a shutdown terminates
+/// it) counts as unreachable: the connection is gone, not the statement wrong.
+pub(super) fn classify(err: sqlx::Error) -> StoreError {
+    let session_ended = |e: &sqlx::Error| {
+        e.as_database_error()
+            .and_then(|d| d.code())
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
+    };
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => StoreError::Unavailable(err),
+        e if session_ended(&e) => StoreError::Unavailable(e),
+        other => StoreError::Query(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enums_round_trip() {
+        for k in [VoteKind::Approve, VoteKind::Deny, VoteKind::Bypass] {
+            assert_eq!(parse_vote(vote_str(k)).ok(), Some(k));
+        }
+        for v in [Via::Gateway, Via::Api, Via::Cli] {
+            assert_eq!(parse_via(via_str(v)).ok(), Some(v));
+        }
+        for s in [
+            Status::Pending,
+            Status::Approved,
+            Status::Denied,
+            Status::Expired,
+            Status::Consumed,
+            Status::Withdrawn,
+        ] {
+            assert_eq!(Status::parse(s.as_str()), Some(s));
+        }
+        for k in EventKind::ALL {
+            assert_eq!(parse_event(k.as_str()).ok(), Some(k));
+            // No wildcard: a new kind fails to compile here until it is added to `ALL` too.
+            match k {
+                EventKind::Requested
+                | EventKind::Deduplicated
+                | EventKind::Voted
+                | EventKind::Approved
+                | EventKind::Bypassed
+                | EventKind::Denied
+                | EventKind::Consumed
+                | EventKind::Upstream
+                | EventKind::Expired
+                | EventKind::Withdrawn
+                | EventKind::Mirrored => {}
+            }
+        }
+        assert!(parse_event("nope").is_err());
+    }
+}

@@ -160,7 +160,7 @@ async fn sqlite_file_store_creates_its_directory() {
     assert!(dir.join("data/approvals.db").exists());
 }
 
-/// WAL checkpoints run in the background (`src/store/sqlite_checkpoint.rs`), not inline on the
+/// WAL checkpoints run in the background (`src/store/sqlite/checkpoint.rs`), not inline on the
 /// store's one connection: a few gated writes, far fewer frames than SQLite's default inline
 /// threshold of 1,000, reach the database file by themselves. Seen from a second connection:
 /// the file holds every page of the database once a checkpoint has copied the WAL into it.

@@ -1,4 +1,4 @@
--- (a) first call: a new identity each time, as the store sends it (src/store/postgres_ops.rs):
+-- (a) first call: a new identity each time, as the store sends it (src/store/postgres/gate.rs):
 -- the gate statement (finds nothing), then CREATE_SQL (the pending row, the denied one it
 -- follows, and its 'requested' audit row in one statement).
 \set n random(1, 2000000000)

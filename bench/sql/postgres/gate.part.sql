@@ -1,4 +1,4 @@
--- The gate statement (src/store/postgres_ops.rs GATE_SQL) for one identity, with now() for
+-- The gate statement (src/store/postgres/gate.rs GATE_SQL) for one identity, with now() for
 -- $1 and @ID@ for the scope (and md5(@ID@) for the hash). The pgbench scripts include it as
 -- @GATE(<identity expression>)@; bench/harness/dbbase.py expands it.
 WITH c AS (

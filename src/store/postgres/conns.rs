@@ -39,7 +39,7 @@ pub(super) struct Conns {
 }
 
 impl Conns {
-    pub fn new(opts: Arc<PgConnectOptions>, max: usize) -> Self {
+    pub(super) fn new(opts: Arc<PgConnectOptions>, max: usize) -> Self {
         Self {
             opts,
             idle: Mutex::new(Vec::new()),
@@ -53,7 +53,7 @@ impl Conns {
     /// between dropped it), `op` runs once more on a new connection, so a restart costs no
     /// request a 503. Repeating is safe for the gate's statements: a consume either committed
     /// (then the repeat finds nothing to consume, and nothing is forwarded) or it did not.
-    pub async fn run<'a, T>(
+    pub(super) async fn run<'a, T>(
         &self,
         mut op: impl FnMut(PgConnection) -> BoxFuture<'a, (PgConnection, Result<T, StoreError>)>,
     ) -> Result<T, StoreError> {

@@ -1,6 +1,6 @@
-//! The gate's steps on Postgres, on the gate's own connections (`conns.rs`): a retry or a
-//! consume is one statement ([`GATE_SQL`]); creating adds one ([`CREATE_SQL`]); the upstream's
-//! answer is one more (`record_upstream`). Each is an autocommit statement that carries its own
+//! The gate's steps on Postgres, on the gate's own connections (`conns.rs`; `POST
+//! /v1/approvals` on the shared pool): a retry or a consume is one statement ([`GATE_SQL`]);
+//! creating adds one ([`CREATE_SQL`]); the upstream's answer is one more (`record_upstream`). Each is an autocommit statement that carries its own
 //! audit rows, so no transaction is held open across round trips; audit events reach
 //! subscribers through the NOTIFY trigger.
 //!

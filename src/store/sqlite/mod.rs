@@ -163,3 +163,26 @@ fn create_parent(file: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_as_sqlite_stores_them() {
+        let at = DateTime::from_timestamp_micros(1_700_000_000_123_456).expect("valid");
+        assert_eq!(SqliteStore::time(at), 1_700_000_000_123_456);
+        assert_eq!(SqliteStore::from_time(SqliteStore::time(at)).ok(), Some(at));
+        assert!(SqliteStore::from_time(i64::MAX).is_err());
+        let id = Uuid::now_v7();
+        assert_eq!(SqliteStore::from_id(SqliteStore::id(id)), id);
+        assert_eq!(
+            SqliteStore::ids(&[id, id]),
+            format!("[\"{0}\",\"{0}\"]", id.hyphenated())
+        );
+        assert_eq!(
+            SqliteStore::in_ids("$1"),
+            " IN (SELECT value FROM json_each($1))"
+        );
+    }
+}

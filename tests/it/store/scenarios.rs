@@ -667,6 +667,48 @@ async fn mirror_mapping(s: &Store) {
     );
 }
 
+/// A page's decisions are read for the whole page at once (one query on both dialects): each
+/// approval gets its own, in order, and the sweeper's answer carries them too. The `expired`
+/// event's detail is built alike on both dialects.
+async fn list_and_sweep_carry_each_approvals_own_decisions(s: &Store) {
+    let now = t0();
+    let two = |ws, h| NewApproval {
+        approvals_required: 2,
+        ..req(ws, h)
+    };
+    let (a, _, _) = pending(gate(s, &two("ws-1", "h1"), now).await);
+    let (b, _, _) = pending(gate(s, &two("ws-2", "h2"), now + secs(1)).await);
+    let (c, _, _) = pending(gate(s, &two("ws-3", "h3"), now + secs(2)).await);
+    recorded(s, a.id, vote("alice", VoteKind::Approve), now + secs(3)).await;
+    recorded(s, b.id, vote("bob", VoteKind::Approve), now + secs(4)).await;
+    recorded(s, a.id, vote("carol", VoteKind::Deny), now + secs(5)).await;
+    let approvers =
+        |x: &Approval| -> Vec<String> { x.decisions.iter().map(|d| d.approver.clone()).collect() };
+    let page = s
+        .list(&ListFilter::default(), now + secs(6))
+        .await
+        .expect("list");
+    let by_id = |id| page.items.iter().find(|x| x.id == id).expect("listed");
+    assert_eq!(approvers(by_id(a.id)), ["alice", "carol"]);
+    assert_eq!(approvers(by_id(b.id)), ["bob"]);
+    assert!(by_id(c.id).decisions.is_empty());
+    let swept = s.expire_due(now + secs(3700)).await.expect("sweep");
+    let ids: Vec<_> = swept.iter().map(|x| x.id).collect();
+    assert_eq!(ids, [b.id, c.id]);
+    assert_eq!(approvers(&swept[0]), ["bob"]);
+    let expired = s
+        .events_after(0, 1000)
+        .await
+        .expect("events")
+        .into_iter()
+        .find(|e| e.event == EventKind::Expired && e.approval_id == b.id)
+        .expect("expired event");
+    assert_eq!(
+        expired.detail,
+        json!({ "from": "pending", "expires_at": b.expires_at })
+    );
+}
+
 super::on_both_backends!(
     mirror_mapping,
     first_call_creates_then_retry_dedups,
@@ -680,6 +722,7 @@ super::on_both_backends!(
     pending_expiry,
     approval_expiry,
     expire_due_sweeps_once,
+    list_and_sweep_carry_each_approvals_own_decisions,
     withdraw_pending,
     request_creates_or_reuses_without_consuming,
     an_approval_an_agent_asked_for_is_never_consumed_by_the_gate,

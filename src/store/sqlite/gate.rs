@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::SqliteStore;
 use crate::store::dialect::{Dialect as _, GateCall, UpstreamCall};
 use crate::store::model::{classify, Row};
-use crate::store::rules::{deadline, Rules, COLS, SYSTEM_ACTOR};
+use crate::store::rules::{deadline, Query, Rules, COLS, SYSTEM_ACTOR};
 use crate::store::*;
 
 type R = Rules<SqliteStore>;
@@ -106,6 +106,14 @@ async fn consume(
     Ok(Some(ApprovalId(id)))
 }
 
+/// Binds `?1`..`?4`: the identity the gate looks approvals up by.
+fn identity<'q>(q: Query<'q, SqliteStore>, new: &'q NewApproval) -> Query<'q, SqliteStore> {
+    q.bind(&new.scope)
+        .bind(&new.action)
+        .bind(&new.request_hash)
+        .bind(&new.requester)
+}
+
 async fn pending_row(
     c: &mut SqliteConnection,
     new: &NewApproval,
@@ -114,11 +122,7 @@ async fn pending_row(
         "SELECT {COLS} FROM approvals WHERE scope = ?1 AND action = ?2 AND request_hash = ?3 AND requester = ?4 \
            AND status = 'pending'"
     );
-    let row = sqlx::query(&sql)
-        .bind(&new.scope)
-        .bind(&new.action)
-        .bind(&new.request_hash)
-        .bind(&new.requester)
+    let row = identity(sqlx::query(&sql), new)
         .fetch_optional(&mut *c)
         .await
         .map_err(classify)?;
@@ -131,22 +135,17 @@ async fn previous_denied(
     c: &mut SqliteConnection,
     new: &NewApproval,
 ) -> Result<Option<Uuid>, StoreError> {
-    let row = sqlx::query(
-        "SELECT id FROM approvals a WHERE scope = ?1 AND action = ?2 AND request_hash = ?3 AND requester = ?4 \
+    let sql = "SELECT id FROM approvals a WHERE scope = ?1 AND action = ?2 AND request_hash = ?3 AND requester = ?4 \
            AND status = 'denied' \
            AND a.created_at = (SELECT MAX(created_at) FROM approvals \
                                WHERE scope = ?1 AND action = ?2 AND request_hash = ?3 AND requester = ?4) \
            AND NOT EXISTS (SELECT 1 FROM approvals b WHERE b.scope = ?1 AND b.action = ?2 AND b.request_hash = ?3 \
                            AND b.requester = ?4 AND b.consumed_at >= a.decided_at) \
-         ORDER BY id DESC LIMIT 1",
-    )
-    .bind(&new.scope)
-    .bind(&new.action)
-    .bind(&new.request_hash)
-    .bind(&new.requester)
-    .fetch_optional(&mut *c)
-    .await
-    .map_err(classify)?;
+         ORDER BY id DESC LIMIT 1";
+    let row = identity(sqlx::query(sql), new)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(classify)?;
     match row {
         Some(r) => Ok(Some(SqliteStore::from_id(
             r.try_get("id").map_err(StoreError::Query)?,

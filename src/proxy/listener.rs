@@ -8,7 +8,7 @@
 //! stragglers. hyper-util's `GracefulShutdown` cannot watch an HTTP/1 connection with upgrades
 //! enabled, so a `watch` channel carries the signal instead. A client hanging up is not an
 //! error (debug log). A client that takes longer than [`HEADER_READ_TIMEOUT`] to send a request
-//! head, or leaves a keep-alive connection idle that long, is disconnected (`timer.rs`).
+//! head, or leaves a keep-alive connection idle that long, is disconnected (`upstream/timer.rs`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,8 +25,8 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
-use super::forward::Downstream;
-use super::timer::CoarseTimer;
+use super::upstream::timer::CoarseTimer;
+use super::upstream::Downstream;
 use super::Proxy;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
@@ -37,7 +37,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The downstream HTTP/1 settings: keep-alive, one `write` per response, and `header_read` as
-/// the head timeout, on the [`CoarseTimer`] (it fires up to [`super::timer::TICK`] late).
+/// the head timeout, on the [`CoarseTimer`] (it fires up to [`super::upstream::timer::TICK`] late).
 pub(crate) fn http1_builder(header_read: Duration) -> http1::Builder {
     let mut http = http1::Builder::new();
     http.timer(CoarseTimer)
@@ -319,7 +319,8 @@ impl Sharded {
 /// `SO_REUSEPORT` listener on `addr` (the kernel spreads connections over them, and a shard
 /// holding more than its share hands a new one on, see [`Balance`]). A connection,
 /// its handling and its upstream connections then stay on one thread: no cross-thread wake-ups,
-/// no work-stealing bookkeeping, and the upstream pool's thread-local stacks are hit every time.
+/// no work-stealing bookkeeping, and the upstream pool's per-shard stacks are hit every time
+/// (`upstream/shard.rs`).
 /// The cost: no stealing either, so one slow shard cannot borrow an idle core. Each shard stops
 /// accepting once `shutdown` turns `true` (or its sender is dropped) and drains like [`serve`].
 /// Binding happens here, so a bad address fails before any thread starts; it returns once

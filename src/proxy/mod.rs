@@ -1,25 +1,26 @@
 //! The data plane: the request path, reading top to bottom.
 //!
 //! ```text
-//! listener (accept, drain) ─▶ handle(): lookup ─┬▶ no hit: forward::Upstream::forward
+//! listener (accept, drain) ─▶ handle(): lookup ─┬▶ no hit: upstream::Upstream::send
 //!                                               └▶ hit: gated/ [caller::classify ─▶ gate::decide
-//!                                                  ─▶ store] ─▶ forward once | 202 | problem
+//!                                                  ─▶ store] ─▶ send once | 202 | problem
 //! ```
 //!
 //! Input: a downstream request and its connection's facts. Output: always a response (errors
 //! are mapped by `respond`, the one place that does so). Invariant: the pass-through path does
 //! no buffering, no boxing and no store access.
+//!
+//! The upstream client (`upstream/`) sits below everything here and imports none of it; the
+//! per-shard design (threads, pool, timer, store connections) is described in
+//! `upstream/shard.rs`.
 
 mod access;
-pub mod body;
+mod body;
 mod canvas_decide;
-pub mod forward;
 mod gated;
-pub mod h1;
 pub mod listener;
-pub mod pool;
 pub mod respond;
-mod timer;
+pub mod upstream;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -30,9 +31,11 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use tokio::net::TcpListener;
 
-pub use body::{read_limited, BodyError, BodyFault, ProxyBody};
-pub use forward::{Downstream, Upstream, UpstreamUrlError};
+pub use body::{read_limited, BodyError};
 pub use respond::{json, Problem, ProxyError};
+pub use upstream::body::{BodyFault, ProxyBody};
+use upstream::timer;
+pub use upstream::{Downstream, Upstream, UpstreamError, UpstreamUrlError};
 
 use arc_swap::ArcSwap;
 
@@ -42,7 +45,7 @@ use crate::metrics::Metrics;
 use crate::route::{self, RouteMatch};
 use crate::store::Store;
 
-pub use gated::APPROVAL_ID;
+pub use upstream::APPROVAL_ID;
 
 /// Default time in-flight requests get to finish after shutdown begins.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
@@ -87,7 +90,7 @@ impl Proxy {
         }
     }
 
-    /// Answer decide calls on the canvas mirror's rows (docs/molecule.md) as votes in the gateway. Call
+    /// Answer decide calls on the canvas mirror's rows (`docs/molecule.md`) as votes in the gateway. Call
     /// right after [`Proxy::new`], before the proxy is cloned.
     pub fn with_canvas_decide(mut self, on: bool) -> Self {
         match Arc::get_mut(&mut self.shared) {
@@ -226,17 +229,17 @@ impl Shared {
         resp
     }
 
-    /// The hot path: count, forward, map errors.
+    /// The hot path: count, send, map errors.
     async fn pass_through(&self, req: Request<Incoming>, down: &Downstream) -> Response<ProxyBody> {
         self.metrics.passthrough.inc();
         let req = req.map(ProxyBody::Incoming);
-        match self.upstream.forward(req, down, &self.metrics, None).await {
+        match self.upstream.send(req, down, &self.metrics, None).await {
             Ok(resp) => resp,
-            Err(e) => e.into_response(),
+            Err(e) => ProxyError::from(e).into_response(),
         }
     }
 
-    /// `approval`: the approval the request consumed (see [`Upstream::forward`]).
+    /// [`Upstream::send`] for the gated path; `approval`: the approval the request consumed.
     async fn forward_raw(
         &self,
         parts: http::request::Parts,
@@ -245,9 +248,10 @@ impl Shared {
         approval: Option<&http::HeaderValue>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let req = Request::from_parts(parts, body);
-        self.upstream
-            .forward(req, down, &self.metrics, approval)
-            .await
+        Ok(self
+            .upstream
+            .send(req, down, &self.metrics, approval)
+            .await?)
     }
 }
 

@@ -11,8 +11,10 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Response, StatusCode};
 
-use super::body::{BodyError, ProxyBody};
-use crate::metrics::UpstreamErrorKind;
+use super::body::BodyError;
+use super::upstream::body::ProxyBody;
+use super::upstream::h1::H1Error;
+use super::upstream::UpstreamError;
 
 const PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+json");
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -90,20 +92,12 @@ fn build(status: StatusCode, headers: HeaderMap, body: Bytes) -> Response<ProxyB
 /// Everything that can stop the proxy from answering with the upstream's response.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("upstream unreachable")]
-    UpstreamConnect(#[source] super::pool::ConnectError),
-    #[error("upstream did not answer within the request timeout")]
-    UpstreamTimeout,
-    #[error("upstream protocol error")]
-    UpstreamProtocol(#[source] hyper::Error),
-    /// The hand-written client (`h1.rs`) could not read a valid response.
-    #[error("upstream response unreadable")]
-    UpstreamResponse(#[source] super::h1::H1Error),
-    /// The client stopped sending its request body (hung up mid-upload): not an upstream fault.
-    #[error("client aborted the request body")]
-    ClientAborted,
-    /// The client's request body did not arrive in time (`[listen] body_read_timeout` for a
-    /// buffered body, `body_idle_timeout` for a relayed one): not an upstream fault.
+    /// The upstream leg failed (`upstream/error.rs`); its statuses are decided here too.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The client's request body did not arrive in time while it was buffered
+    /// (`[listen] body_read_timeout`): not an upstream fault. (A relayed body's stall is
+    /// [`UpstreamError::BodyTimeout`].)
     #[error("request body timed out")]
     BodyTimeout,
     #[error("request body too large (limit {limit} bytes)")]
@@ -136,40 +130,29 @@ impl From<BodyError> for ProxyError {
 }
 
 impl ProxyError {
-    /// The upstream-error metric label, for errors on the upstream's side.
-    pub fn upstream_kind(&self) -> Option<UpstreamErrorKind> {
-        match self {
-            Self::UpstreamConnect(_) => Some(UpstreamErrorKind::connect),
-            Self::UpstreamTimeout => Some(UpstreamErrorKind::timeout),
-            Self::UpstreamProtocol(_) | Self::UpstreamResponse(_) => {
-                Some(UpstreamErrorKind::protocol)
-            }
-            _ => None,
-        }
-    }
-
     /// What the approval a request consumed records when that request got no upstream answer.
     /// It is never sent again, so the text says plainly whether the upstream may have acted on
     /// it (the request may have been written before the failure).
     pub fn upstream_outcome(&self) -> Cow<'static, str> {
         const CLOSED: &str =
             "connection closed before a response; the request may have been executed";
+        use UpstreamError as U;
         match self {
-            Self::UpstreamConnect(_) => {
+            Self::Upstream(U::Connect(_)) => {
                 Cow::Borrowed("upstream unreachable; the request was not sent")
             }
-            Self::UpstreamTimeout => Cow::Borrowed(
+            Self::Upstream(U::Timeout) => Cow::Borrowed(
                 "no response within the request timeout; the request may have been executed",
             ),
-            Self::UpstreamResponse(super::h1::H1Error::Malformed(why)) => Cow::Owned(format!(
+            Self::Upstream(U::Response(H1Error::Malformed(why))) => Cow::Owned(format!(
                 "invalid upstream response ({why}); the request may have been executed"
             )),
-            Self::UpstreamResponse(_) => Cow::Borrowed(CLOSED),
-            Self::UpstreamProtocol(e) if e.is_parse() => {
+            Self::Upstream(U::Response(_)) => Cow::Borrowed(CLOSED),
+            Self::Upstream(U::Protocol(e)) if e.is_parse() => {
                 Cow::Borrowed("invalid upstream response; the request may have been executed")
             }
-            Self::UpstreamProtocol(_) => Cow::Borrowed(CLOSED),
-            Self::ClientAborted | Self::BodyTimeout => Cow::Borrowed(
+            Self::Upstream(U::Protocol(_)) => Cow::Borrowed(CLOSED),
+            Self::Upstream(U::ClientAborted | U::BodyTimeout) | Self::BodyTimeout => Cow::Borrowed(
                 "the client stopped sending the request body; the request may have been executed",
             ),
             other => Cow::Owned(other.to_string()),
@@ -179,6 +162,7 @@ impl ProxyError {
     /// The problem the client sees. Details are fixed texts or ones written for the client.
     pub fn problem(&self) -> Problem {
         use StatusCode as S;
+        use UpstreamError as U;
         fn p(
             s: StatusCode,
             k: &'static str,
@@ -188,31 +172,31 @@ impl ProxyError {
             Problem::new(s, k, t, d)
         }
         match self {
-            Self::UpstreamConnect(_) => p(
+            Self::Upstream(U::Connect(_)) => p(
                 S::BAD_GATEWAY,
                 "urn:approval-gateway:upstream-unreachable",
                 "Bad Gateway",
                 "the upstream service could not be reached",
             ),
-            Self::UpstreamTimeout => p(
+            Self::Upstream(U::Timeout) => p(
                 S::GATEWAY_TIMEOUT,
                 "urn:approval-gateway:upstream-timeout",
                 "Gateway Timeout",
                 "the upstream service did not answer in time",
             ),
-            Self::UpstreamProtocol(_) | Self::UpstreamResponse(_) => p(
+            Self::Upstream(U::Protocol(_) | U::Response(_)) => p(
                 S::BAD_GATEWAY,
                 "urn:approval-gateway:upstream-protocol",
                 "Bad Gateway",
                 "the upstream service sent an invalid response",
             ),
-            Self::ClientAborted => p(
+            Self::Upstream(U::ClientAborted) => p(
                 S::BAD_REQUEST,
                 "urn:approval-gateway:request-aborted",
                 "Bad Request",
                 "the request body was not received completely",
             ),
-            Self::BodyTimeout => p(
+            Self::BodyTimeout | Self::Upstream(U::BodyTimeout) => p(
                 S::REQUEST_TIMEOUT,
                 "urn:approval-gateway:body-timeout",
                 "Request Timeout",
@@ -229,6 +213,12 @@ impl ProxyError {
                 "urn:approval-gateway:bad-request",
                 "Bad Request",
                 d.clone(),
+            ),
+            Self::Upstream(U::BadRequest(d)) => p(
+                S::BAD_REQUEST,
+                "urn:approval-gateway:bad-request",
+                "Bad Request",
+                *d,
             ),
             Self::Unauthorized(d) => p(
                 S::UNAUTHORIZED,
@@ -304,7 +294,10 @@ mod tests {
     #[test]
     fn statuses_per_kind() {
         let cases = [
-            (ProxyError::UpstreamTimeout, 504),
+            (ProxyError::Upstream(UpstreamError::Timeout), 504),
+            (ProxyError::Upstream(UpstreamError::BodyTimeout), 408),
+            (ProxyError::Upstream(UpstreamError::ClientAborted), 400),
+            (ProxyError::Upstream(UpstreamError::BadRequest("x")), 400),
             (ProxyError::BodyTimeout, 408),
             (ProxyError::BodyTooLarge { limit: 10 }, 413),
             (ProxyError::BadRequest("x".into()), 400),
@@ -318,7 +311,7 @@ mod tests {
 
     #[test]
     fn problem_body_has_the_four_members() {
-        let p = ProxyError::UpstreamTimeout.problem();
+        let p = ProxyError::Upstream(UpstreamError::Timeout).problem();
         let v: serde_json::Value = serde_json::from_slice(&p.to_json()).unwrap();
         assert_eq!(v["status"], 504);
         assert_eq!(v["type"], "urn:approval-gateway:upstream-timeout");

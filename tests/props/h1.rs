@@ -1,4 +1,4 @@
-//! Target 2: the hand-written HTTP/1.1 client (`proxy::h1`): its response head parser and its
+//! Target 2: the hand-written HTTP/1.1 client (`proxy::upstream::h1`): its response head parser and its
 //! body decoder (length, chunked, until close).
 //!
 //! Twins, on the same bytes served from a socket:
@@ -18,8 +18,8 @@ use std::net::SocketAddr;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use approval_gateway::proxy::h1::{field, request_line, round_trip, Resend};
-use approval_gateway::proxy::pool::Pool;
+use approval_gateway::proxy::upstream::h1::{field, request_line, round_trip, Resend};
+use approval_gateway::proxy::upstream::pool::Pool;
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request};
 use http_body_util::{BodyExt, Empty};

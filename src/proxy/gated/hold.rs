@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderValue;
 use http::Response;
 use serde_json::Value;
 
@@ -20,13 +20,11 @@ use super::prefer_wait::{self, Waiting, PREFERENCE_APPLIED};
 use super::request::GatedRequest;
 use crate::gate::Gated;
 use crate::metrics::{self, ApprovalEvent};
+use crate::proxy::upstream::APPROVAL_ID;
 use crate::proxy::{ProxyBody, ProxyError, Shared};
 use crate::store::{
     Approval, ApprovalId, GateOutcome, NewApproval, Status, StoreError, UpstreamResult,
 };
-
-/// Request and response header naming the approval a forwarded request consumed.
-pub static APPROVAL_ID: HeaderName = HeaderName::from_static("approval-id");
 
 impl GatedRequest<'_> {
     /// Consume an approval of `g`'s identity and forward, or answer with the pending one.

@@ -20,5 +20,4 @@ mod hold;
 mod prefer_wait;
 mod request;
 
-pub use hold::APPROVAL_ID;
 pub(super) use request::{handle, Matched};

@@ -1,4 +1,4 @@
-//! Stage 6 helper: keep-alive HTTP/1.1 connections to the upstream, pooled per thread.
+//! Keep-alive HTTP/1.1 connections to the upstream, pooled per shard (`shard.rs`).
 //!
 //! Input: the upstream's `host:port` and connect timeout. Output: an idle pooled connection,
 //! else a new one, and, once a response body has been read to its end, the connection handed
@@ -7,12 +7,12 @@
 //! without a body; handed back through its [`Home`]). Why not hyper-util's legacy `Client`:
 //! per request it boxes futures, locks a shared pool keyed by a hashed `(scheme, authority)`, and
 //! spawns a task to wait until the connection is reusable. Here a checkout is a pop from a
-//! thread-local stack and a hand-back a push, with no lock, no allocation and no task; on a runtime with one thread per shard a request never leaves its thread.
+//! per-shard stack and a hand-back a push, with no lock, no allocation and no task; on a
+//! runtime with one thread per shard a request never leaves its thread.
 //! Invariants: only connections whose last response body was read to its end (and whose
 //! `SendRequest` is ready) are reused; a connection idle for [`POOL_IDLE`] is closed instead of
-//! reused; at most [`MAX_IDLE`] idle connections per upstream per thread.
+//! reused; at most [`MAX_IDLE`] idle connections per upstream per shard.
 
-use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -22,12 +22,13 @@ use tokio::net::TcpStream;
 
 use super::body::ProxyBody;
 use super::h1::Conn;
+use super::shard;
 
 /// Idle upstream connections are closed after this, below common upstream idle timeouts so
 /// the pool rarely hands out a connection the upstream is closing.
 pub const POOL_IDLE: Duration = Duration::from_secs(30);
 
-/// Idle connections kept per upstream per thread; more are closed when handed back.
+/// Idle connections kept per upstream per shard; more are closed when handed back.
 pub const MAX_IDLE: usize = 256;
 
 /// Why a new upstream connection could not be opened.
@@ -55,20 +56,16 @@ struct Idle<T> {
     since: Instant,
 }
 
-/// One upstream's idle connections on this thread, of either kind.
-struct Shelf {
+/// One upstream's idle connections on this shard, of either kind.
+pub(super) struct Shelf {
     pool: u64,
     conns: Vec<Idle<Sender>>,
     raw: Vec<Idle<Conn>>,
 }
 
-thread_local! {
-    static SHELVES: RefCell<Vec<Shelf>> = const { RefCell::new(Vec::new()) };
-}
-
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
-/// The connection pool of one upstream (its idle connections live in thread-locals).
+/// The connection pool of one upstream (its idle connections live on each shard's shelf).
 #[derive(Debug, Clone)]
 pub struct Pool {
     key: PoolKey,
@@ -90,11 +87,11 @@ impl Pool {
         }
     }
 
-    /// An idle connection of this thread, if any: the newest ready one, else the newest one
+    /// An idle connection of this shard, if any: the newest ready one, else the newest one
     /// whose driver has not caught up yet (for [`Pool::ready_or_connect`]). Stale and closed
     /// ones are dropped, i.e. closed. `now` is the caller's clock reading (it has one already).
     pub fn take_idle(&self, now: Instant) -> Option<Sender> {
-        SHELVES.with_borrow_mut(|shelves| {
+        shard::shelves(|shelves| {
             let conns = &mut shelves.iter_mut().find(|s| s.pool == self.key.0)?.conns;
             // Newest first. A connection handed back a moment ago may not be ready yet (its
             // driver has not yet seen the end of the response): skip it but keep it.
@@ -120,10 +117,10 @@ impl Pool {
         })
     }
 
-    /// An idle connection of the hand-written client on this thread, if any: the newest one
+    /// An idle connection of the hand-written client on this shard, if any: the newest one
     /// nothing arrived on while it was idle. Stale and closed ones are dropped, i.e. closed.
     pub fn take_raw(&self, now: Instant) -> Option<Conn> {
-        SHELVES.with_borrow_mut(|shelves| {
+        shard::shelves(|shelves| {
             let raw = &mut shelves.iter_mut().find(|s| s.pool == self.key.0)?.raw;
             while let Some(idle) = raw.pop() {
                 if now.saturating_duration_since(idle.since) >= POOL_IDLE {
@@ -231,7 +228,7 @@ impl Lease {
 pub struct Home(PoolKey);
 
 impl Home {
-    /// Shelve `conn` on this thread for the next request without a body.
+    /// Shelve `conn` on this shard for the next request without a body.
     pub fn put(self, conn: Conn) {
         on_shelf(self.0, |shelf| push(&mut shelf.raw, conn));
     }
@@ -241,9 +238,9 @@ fn shelve(key: PoolKey, tx: Sender) {
     on_shelf(key, |shelf| push(&mut shelf.conns, tx));
 }
 
-/// Run `f` on this thread's shelf of pool `key`, creating it on first use.
+/// Run `f` on this shard's shelf of pool `key`, creating it on first use.
 fn on_shelf(key: PoolKey, f: impl FnOnce(&mut Shelf)) {
-    SHELVES.with_borrow_mut(|shelves| {
+    shard::shelves(|shelves| {
         let shelf = match shelves.iter().position(|s| s.pool == key.0) {
             Some(i) => &mut shelves[i],
             None => {

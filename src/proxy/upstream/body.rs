@@ -54,7 +54,7 @@ impl ProxyBody {
 
     /// A streamed request body that fails with [`BodyFault::Idle`] when nothing arrives for
     /// `idle` (so the upstream request is aborted); any other body as it is.
-    pub fn idle_after(self, idle: Duration) -> Self {
+    pub(crate) fn idle_after(self, idle: Duration) -> Self {
         match self {
             Self::Incoming(body) => Self::Idle(IdleBody {
                 body,
@@ -174,7 +174,7 @@ pub struct UpstreamBody {
 }
 
 impl UpstreamBody {
-    pub fn new(body: Incoming, lease: Lease) -> Self {
+    pub(crate) fn new(body: Incoming, lease: Lease) -> Self {
         Self {
             body,
             lease: Some(lease),

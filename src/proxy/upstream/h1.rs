@@ -100,7 +100,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream) -> Self {
+    pub(crate) fn new(stream: TcpStream) -> Self {
         Self {
             stream,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
@@ -112,7 +112,7 @@ impl Conn {
     /// Whether an idle connection can carry a request: nothing arrived while it was idle,
     /// neither bytes nor the upstream's close. Costs no system call unless the socket became
     /// readable since it was last drained.
-    pub fn idle_ok(&self) -> bool {
+    pub(crate) fn idle_ok(&self) -> bool {
         let mut probe = [0u8; 1];
         matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
@@ -484,11 +484,11 @@ enum Step {
 }
 
 impl Body {
-    pub fn is_end_stream(&self) -> bool {
+    pub(crate) fn is_end_stream(&self) -> bool {
         self.state == State::Done
     }
 
-    pub fn size_hint(&self) -> SizeHint {
+    pub(crate) fn size_hint(&self) -> SizeHint {
         match self.state {
             State::Length(n) => SizeHint::with_exact(n),
             State::Done => SizeHint::with_exact(0),
@@ -496,7 +496,7 @@ impl Body {
         }
     }
 
-    pub fn poll_frame(
+    pub(crate) fn poll_frame(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
@@ -747,7 +747,7 @@ mod tests {
         .await
     }
 
-    async fn body_of(resp: Response<ProxyBody>) -> Result<Bytes, crate::proxy::BodyFault> {
+    async fn body_of(resp: Response<ProxyBody>) -> Result<Bytes, super::super::body::BodyFault> {
         resp.into_body().collect().await.map(|c| c.to_bytes())
     }
 
@@ -957,7 +957,10 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(err, crate::proxy::BodyFault::Upstream(H1Error::Closed)),
+            matches!(
+                err,
+                super::super::body::BodyFault::Upstream(H1Error::Closed)
+            ),
             "{err:?}"
         );
         let pool = scripted(

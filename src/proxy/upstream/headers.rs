@@ -335,10 +335,8 @@ pub(super) fn names_other_field(token: &[u8]) -> bool {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::proxy::upstream::Upstream;
+    use crate::proxy::upstream::tests::upstream;
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -400,16 +398,6 @@ mod tests {
             &HeaderValue::from_static("3.3.3.3"),
         );
         assert_eq!(h[X_FORWARDED_FOR], "3.3.3.3");
-    }
-
-    fn upstream(url: &str) -> Upstream {
-        let cfg = crate::config::Upstream {
-            url: url.parse().unwrap(),
-            connect_timeout: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(1),
-            trusted_proxies: Vec::new(),
-        };
-        Upstream::new(&cfg).unwrap()
     }
 
     /// `X-Forwarded-Proto` is how the gateway was reached, unless a trusted front proxy sent

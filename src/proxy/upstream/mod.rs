@@ -240,7 +240,8 @@ impl Upstream {
 mod tests {
     use super::*;
 
-    fn upstream(url: &str) -> Upstream {
+    /// An upstream at `url` with 1 s timeouts and no trusted proxies.
+    pub(super) fn upstream(url: &str) -> Upstream {
         let cfg = crate::config::Upstream {
             url: url.parse().unwrap(),
             connect_timeout: Duration::from_secs(1),

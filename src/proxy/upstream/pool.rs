@@ -26,10 +26,10 @@ use super::shard;
 
 /// Idle upstream connections are closed after this, below common upstream idle timeouts so
 /// the pool rarely hands out a connection the upstream is closing.
-pub const POOL_IDLE: Duration = Duration::from_secs(30);
+pub(crate) const POOL_IDLE: Duration = Duration::from_secs(30);
 
 /// Idle connections kept per upstream per shard; more are closed when handed back.
-pub const MAX_IDLE: usize = 256;
+pub(crate) const MAX_IDLE: usize = 256;
 
 /// Why a new upstream connection could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +90,7 @@ impl Pool {
     /// An idle connection of this shard, if any: the newest ready one, else the newest one
     /// whose driver has not caught up yet (for [`Pool::ready_or_connect`]). Stale and closed
     /// ones are dropped, i.e. closed. `now` is the caller's clock reading (it has one already).
-    pub fn take_idle(&self, now: Instant) -> Option<Sender> {
+    pub(crate) fn take_idle(&self, now: Instant) -> Option<Sender> {
         shard::shelves(|shelves| {
             let conns = &mut shelves.iter_mut().find(|s| s.pool == self.key.0)?.conns;
             // Newest first. A connection handed back a moment ago may not be ready yet (its
@@ -140,7 +140,10 @@ impl Pool {
     /// `candidate` goes back to the pool). On a multi-threaded runtime the next request of a
     /// client often arrives before the driver of its last upstream connection has seen the end
     /// of the response; opening a new connection each time would pile up connections.
-    pub async fn ready_or_connect(&self, mut candidate: Sender) -> Result<Sender, ConnectError> {
+    pub(crate) async fn ready_or_connect(
+        &self,
+        mut candidate: Sender,
+    ) -> Result<Sender, ConnectError> {
         let connect = self.connect();
         tokio::pin!(connect);
         let ready = std::future::poll_fn(|cx| candidate.poll_ready(cx));
@@ -183,7 +186,7 @@ impl Pool {
     }
 
     /// Open a new connection and spawn its driver task (upgrades enabled, for tunnels).
-    pub async fn connect(&self) -> Result<Sender, ConnectError> {
+    pub(crate) async fn connect(&self) -> Result<Sender, ConnectError> {
         let stream = self.dial().await?;
         let (tx, conn) = http1::Builder::new()
             // One flattened `write` per request, as on the downstream side (see listener.rs).
@@ -200,7 +203,7 @@ impl Pool {
     }
 
     /// A lease that hands `tx` back to this pool once its response body is read to the end.
-    pub fn lease(&self, tx: Sender) -> Lease {
+    pub(crate) fn lease(&self, tx: Sender) -> Lease {
         Lease { tx, key: self.key }
     }
 }
@@ -216,7 +219,7 @@ impl Lease {
     /// The response was read to its end: make the connection reusable. It is shelved even if
     /// its driver has not caught up yet (on a multi-threaded runtime it often has not);
     /// [`Pool::take_idle`] skips it until it is ready. No task, no wait.
-    pub fn release(self) {
+    pub(crate) fn release(self) {
         if !self.tx.is_closed() {
             shelve(self.key, self.tx);
         }
@@ -229,7 +232,7 @@ pub struct Home(PoolKey);
 
 impl Home {
     /// Shelve `conn` on this shard for the next request without a body.
-    pub fn put(self, conn: Conn) {
+    pub(crate) fn put(self, conn: Conn) {
         on_shelf(self.0, |shelf| push(&mut shelf.raw, conn));
     }
 }

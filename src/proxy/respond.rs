@@ -208,17 +208,11 @@ impl ProxyError {
                 "Payload Too Large",
                 format!("the request body exceeds {limit} bytes"),
             ),
-            Self::BadRequest(d) => p(
+            Self::BadRequest(d) | Self::Upstream(U::BadRequest(d)) => p(
                 S::BAD_REQUEST,
                 "urn:approval-gateway:bad-request",
                 "Bad Request",
                 d.clone(),
-            ),
-            Self::Upstream(U::BadRequest(d)) => p(
-                S::BAD_REQUEST,
-                "urn:approval-gateway:bad-request",
-                "Bad Request",
-                *d,
             ),
             Self::Unauthorized(d) => p(
                 S::UNAUTHORIZED,
@@ -297,7 +291,10 @@ mod tests {
             (ProxyError::Upstream(UpstreamError::Timeout), 504),
             (ProxyError::Upstream(UpstreamError::BodyTimeout), 408),
             (ProxyError::Upstream(UpstreamError::ClientAborted), 400),
-            (ProxyError::Upstream(UpstreamError::BadRequest("x")), 400),
+            (
+                ProxyError::Upstream(UpstreamError::BadRequest("x".into())),
+                400,
+            ),
             (ProxyError::BodyTimeout, 408),
             (ProxyError::BodyTooLarge { limit: 10 }, 413),
             (ProxyError::BadRequest("x".into()), 400),

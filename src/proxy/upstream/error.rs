@@ -2,6 +2,8 @@
 //! statuses and problem texts they become are decided in one place above this folder
 //! (`proxy/respond.rs`, through `ProxyError::Upstream`); the metric label is decided here.
 
+use std::borrow::Cow;
+
 use super::h1::H1Error;
 use super::pool::ConnectError;
 use crate::metrics::UpstreamErrorKind;
@@ -28,7 +30,7 @@ pub enum UpstreamError {
     BodyTimeout,
     /// The request cannot be sent upstream as it is (CONNECT, an unusable target).
     #[error("bad request: {0}")]
-    BadRequest(&'static str),
+    BadRequest(Cow<'static, str>),
 }
 
 impl UpstreamError {

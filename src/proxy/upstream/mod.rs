@@ -133,7 +133,7 @@ impl Upstream {
         approval: Option<&HeaderValue>,
     ) -> Result<Response<ProxyBody>, UpstreamError> {
         if req.method() == Method::CONNECT {
-            return Err(UpstreamError::BadRequest("CONNECT is not supported"));
+            return Err(UpstreamError::BadRequest("CONNECT is not supported".into()));
         }
         let upgrade = headers::prepare_request(&mut req);
         let resend = match approval {
@@ -220,7 +220,9 @@ impl Upstream {
     /// sent (the pooled connections are to the upstream already, so no scheme or authority).
     fn upstream_uri(&self, original: &Uri) -> Result<Uri, UpstreamError> {
         let Some(pq) = original.path_and_query() else {
-            return Err(UpstreamError::BadRequest("the request target has no path"));
+            return Err(UpstreamError::BadRequest(
+                "the request target has no path".into(),
+            ));
         };
         let pq = if self.prefix.is_empty() {
             pq.clone()
@@ -229,7 +231,7 @@ impl Upstream {
             buf.put_slice(&self.prefix);
             buf.put_slice(pq.as_str().as_bytes());
             PathAndQuery::from_maybe_shared(buf.freeze())
-                .map_err(|_| UpstreamError::BadRequest("the request target is invalid"))?
+                .map_err(|_| UpstreamError::BadRequest("the request target is invalid".into()))?
         };
         Ok(Uri::from(pq))
     }

@@ -42,7 +42,7 @@ pub enum BodyFault {
     Hyper(#[from] hyper::Error),
     #[error(transparent)]
     Upstream(#[from] H1Error),
-    /// The client sent no request body data for the idle timeout ([`IdleBody`]).
+    /// The client sent no request body data for the idle timeout (`IdleBody`).
     #[error("the request body stalled")]
     Idle,
 }

@@ -21,7 +21,7 @@
 //! buffered; the request timeout bounds the wait for the response head only (on `timer.rs`'s
 //! coarse clock: it fires up to 100 ms late).
 
-pub mod body;
+pub(crate) mod body;
 mod error;
 pub mod h1;
 mod headers;

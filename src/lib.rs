@@ -4,9 +4,9 @@
 //! One module per stage of a request, in flow order:
 //!
 //! ```text
-//! proxy::listener ─▶ route::find ─▶ caller::classify ─▶ gate::decide ─▶ store ─▶ proxy::forward | 202
-//!   (accept, drain)    (pure)         (pure JWT; opaque      (pure, `now`     (sqlx:     (proxy::respond maps
-//!                                      sources do IO)         passed in)       SQLite/PG)  every error to a status)
+//! proxy::listener ─▶ route (lookup) ─▶ caller::classify ─▶ gate::decide ─▶ store ─▶ proxy::upstream | 202
+//!   (accept, drain)    (pure)            (pure JWT; opaque     (pure, `now`    (sqlx:    (proxy::error maps
+//!                                         sources do IO)        passed in)      SQLite/PG) every error to a status)
 //! ```
 //!
 //! `config` turns the TOML file into the compiled pieces the stages use; `app` wires them into

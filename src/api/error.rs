@@ -174,7 +174,7 @@ impl IntoResponse for ApiError {
             tracing::warn!(error = %e, "admin API: store error");
         }
         let (kind, title, detail) = self.parts();
-        // The one problem shape, shared with the data plane (`proxy::respond`).
+        // The one problem shape, shared with the data plane (`proxy::error`).
         let body = crate::proxy::Problem::new(status, kind, title, detail.into_owned()).to_json();
         let mut resp = (status, body).into_response();
         let headers = resp.headers_mut();

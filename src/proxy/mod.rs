@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Input: a downstream request and its connection's facts. Output: always a response (errors
-//! are mapped by `respond`, the one place that does so). Invariant: the pass-through path does
+//! are mapped by `error.rs`, the one place that does so). Invariant: the pass-through path does
 //! no buffering, no boxing and no store access.
 //!
 //! The upstream client (`upstream/`) sits below everything here and imports none of it; the
@@ -19,7 +19,7 @@ mod body;
 mod canvas_decide;
 mod gated;
 pub mod listener;
-pub mod respond;
+pub mod error;
 pub mod upstream;
 
 use std::convert::Infallible;
@@ -32,7 +32,7 @@ use hyper::{Request, Response};
 use tokio::net::TcpListener;
 
 pub use body::{read_limited, BodyError};
-pub use respond::{json, Problem, ProxyError};
+pub use error::{json, Problem, ProxyError};
 pub use upstream::body::{BodyFault, ProxyBody};
 use upstream::timer;
 pub use upstream::{Downstream, Upstream, UpstreamError, UpstreamUrlError};

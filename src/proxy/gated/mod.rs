@@ -12,7 +12,7 @@
 //!
 //! Fail closed: nothing here forwards a gated request unless the store consumed an approval for
 //! exactly this identity. Store errors are 503, unverifiable credentials 401, unreadable body
-//! fields 400, oversized bodies 413 — all mapped by `proxy/respond.rs`. Every outcome is
+//! fields 400, oversized bodies 413 — all mapped by `proxy/error.rs`. Every outcome is
 //! counted and noted for the access line (`proxy/access.rs`).
 
 mod approval_response;

@@ -1,6 +1,6 @@
 //! What can stop [`super::Upstream::send`] from returning the upstream's response. The
 //! statuses and problem texts they become are decided in one place above this folder
-//! (`proxy/respond.rs`, through `ProxyError::Upstream`); the metric label is decided here.
+//! (`proxy/error.rs`, through `ProxyError::Upstream`); the metric label is decided here.
 
 use std::borrow::Cow;
 

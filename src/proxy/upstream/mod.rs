@@ -12,7 +12,7 @@
 //! - `streamed.rs`: hyper's client (requests with a body, upgrades and their tunnels);
 //! - `pool.rs`: keep-alive connections of both kinds; `body.rs`: the body type of both legs;
 //! - `timer.rs`: the coarse per-shard clock; `shard.rs`: the per-shard state they live in;
-//! - `error.rs`: what can go wrong here ([`UpstreamError`]; `respond.rs` maps it to statuses).
+//! - `error.rs`: what can go wrong here ([`UpstreamError`]; `proxy/error.rs` maps it to statuses).
 //!
 //! Input: the downstream request (its parts reused in place) and the downstream connection's
 //! facts. Output: the upstream's response with hop-by-hop headers removed, or an

@@ -105,11 +105,6 @@ impl App {
         &self.metrics
     }
 
-    /// The live policy, swapped whole on reload.
-    pub fn policy(&self) -> &Arc<ArcSwap<Policy>> {
-        &self.policy
-    }
-
     /// Serve both listeners until `shutdown` resolves, then drain.
     pub async fn run(
         self,
@@ -248,7 +243,7 @@ fn proxy_shards() -> usize {
 }
 
 /// Resolves once the shutdown flag is raised (or its sender is gone).
-pub async fn stopped(mut rx: watch::Receiver<bool>) {
+pub(crate) async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 

@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     /// Configuration file.
     #[arg(long, global = true, env = "GATEWAY_CONFIG", default_value = crate::config::DEFAULT_PATH)]
-    pub config: PathBuf,
+    pub(crate) config: PathBuf,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -71,12 +71,12 @@ pub enum ApprovalsCommand {
 
 #[derive(Debug, Args)]
 pub struct DecideArgs {
-    pub id: String,
+    pub(crate) id: String,
     #[arg(long)]
-    pub comment: Option<String>,
+    pub(crate) comment: Option<String>,
     /// Who decides (recorded as the approver); defaults to $USER.
     #[arg(long = "as")]
-    pub as_name: Option<String>,
+    pub(crate) as_name: Option<String>,
 }
 
 #[cfg(test)]

@@ -90,7 +90,7 @@ async fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
 }
 
 /// SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

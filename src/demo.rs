@@ -22,7 +22,7 @@ use crate::config;
 
 const SECRET_ENV: &str = "GATEWAY_JWT_SECRET";
 
-pub async fn run() -> anyhow::Result<ExitCode> {
+pub(crate) async fn run() -> anyhow::Result<ExitCode> {
     let upstream = start_echo_upstream().await?;
     let dir = std::env::temp_dir().join(format!("approval-gateway-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

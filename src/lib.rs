@@ -29,4 +29,4 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod commands;
-pub mod demo;
+mod demo;

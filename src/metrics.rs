@@ -9,22 +9,22 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-pub const REQUESTS: &str = "approval_gateway_requests";
-pub const UPSTREAM_DURATION: &str = "approval_gateway_upstream_request_duration_seconds";
-pub const UPSTREAM_ERRORS: &str = "approval_gateway_upstream_errors";
-pub const APPROVALS: &str = "approval_gateway_approvals";
-pub const APPROVALS_PENDING: &str = "approval_gateway_approvals_pending";
-pub const STORE_ERRORS: &str = "approval_gateway_store_errors";
-pub const GATE_MODE: &str = "approval_gateway_gate_mode";
-pub const CONFIG_RELOADS: &str = "approval_gateway_config_reloads";
-pub const REQUESTS_WAITING: &str = "approval_gateway_requests_waiting";
-pub const NOTIFY_FAILURES: &str = "approval_gateway_notify_failures";
-pub const MIRROR_FAILURES: &str = "approval_gateway_mirror_failures";
+pub(crate) const REQUESTS: &str = "approval_gateway_requests";
+pub(crate) const UPSTREAM_DURATION: &str = "approval_gateway_upstream_request_duration_seconds";
+pub(crate) const UPSTREAM_ERRORS: &str = "approval_gateway_upstream_errors";
+pub(crate) const APPROVALS: &str = "approval_gateway_approvals";
+pub(crate) const APPROVALS_PENDING: &str = "approval_gateway_approvals_pending";
+pub(crate) const STORE_ERRORS: &str = "approval_gateway_store_errors";
+pub(crate) const GATE_MODE: &str = "approval_gateway_gate_mode";
+pub(crate) const CONFIG_RELOADS: &str = "approval_gateway_config_reloads";
+pub(crate) const REQUESTS_WAITING: &str = "approval_gateway_requests_waiting";
+pub(crate) const NOTIFY_FAILURES: &str = "approval_gateway_notify_failures";
+pub(crate) const MIRROR_FAILURES: &str = "approval_gateway_mirror_failures";
 
 /// `outcome` label of `approval_gateway_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     passthrough,
     forwarded,
     pending,
@@ -44,7 +44,7 @@ pub enum Outcome {
 /// `event` label of `approval_gateway_approvals_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
-pub enum ApprovalEvent {
+pub(crate) enum ApprovalEvent {
     requested,
     deduplicated,
     approved,
@@ -65,58 +65,58 @@ pub enum UpstreamErrorKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub route: String,
-    pub outcome: Outcome,
+pub(crate) struct RequestLabels {
+    pub(crate) route: String,
+    pub(crate) outcome: Outcome,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct ApprovalLabels {
-    pub action: String,
-    pub event: ApprovalEvent,
+pub(crate) struct ApprovalLabels {
+    pub(crate) action: String,
+    pub(crate) event: ApprovalEvent,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct ActionLabels {
-    pub action: String,
+pub(crate) struct ActionLabels {
+    pub(crate) action: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct KindLabels {
-    pub kind: UpstreamErrorKind,
+pub(crate) struct KindLabels {
+    pub(crate) kind: UpstreamErrorKind,
 }
 
 /// `target` of the notification metrics: a `[[notify]]` entry's name or index (bounded by config).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct TargetLabels {
-    pub target: String,
+pub(crate) struct TargetLabels {
+    pub(crate) target: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct ResultLabels {
-    pub result: &'static str,
+pub(crate) struct ResultLabels {
+    pub(crate) result: &'static str,
 }
 
 /// The registry and handles to every metric. One per process, shared behind an `Arc`.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    pub requests: Family<RequestLabels, Counter>,
+    pub(crate) requests: Family<RequestLabels, Counter>,
     /// `requests{route="none",outcome="passthrough"}`, resolved once: the hot path's only metric.
     pub passthrough: Counter,
-    pub upstream_duration: Histogram,
-    pub upstream_errors: Family<KindLabels, Counter>,
-    pub approvals: Family<ApprovalLabels, Counter>,
-    pub approvals_pending: Family<ActionLabels, Gauge>,
-    pub store_errors: Counter,
-    pub gate_mode: Gauge,
-    pub config_reloads: Family<ResultLabels, Counter>,
+    pub(crate) upstream_duration: Histogram,
+    pub(crate) upstream_errors: Family<KindLabels, Counter>,
+    pub(crate) approvals: Family<ApprovalLabels, Counter>,
+    pub(crate) approvals_pending: Family<ActionLabels, Gauge>,
+    pub(crate) store_errors: Counter,
+    pub(crate) gate_mode: Gauge,
+    pub(crate) config_reloads: Family<ResultLabels, Counter>,
     /// Gated requests currently held open by `Prefer: wait` on this replica.
     pub requests_waiting: Gauge,
     /// Notification tries that failed and notifications dropped (README, Notifications).
-    pub notify_failures: Family<TargetLabels, Counter>,
+    pub(crate) notify_failures: Family<TargetLabels, Counter>,
     /// Canvas mirror calls and store steps that failed (docs/molecule.md §8).
-    pub mirror_failures: Counter,
+    pub(crate) mirror_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -222,7 +222,7 @@ impl Metrics {
     }
 
     /// Add `n` to `approval_gateway_notify_failures_total{target}` (0 creates the series).
-    pub fn notify_failures(&self, target: &str, n: u64) {
+    pub(crate) fn notify_failures(&self, target: &str, n: u64) {
         self.notify_failures
             .get_or_create(&TargetLabels {
                 target: target.to_owned(),
@@ -230,7 +230,7 @@ impl Metrics {
             .inc_by(n);
     }
 
-    pub fn request(&self, route: &str, outcome: Outcome) {
+    pub(crate) fn request(&self, route: &str, outcome: Outcome) {
         self.requests
             .get_or_create(&RequestLabels {
                 route: route.to_owned(),
@@ -239,7 +239,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn approval(&self, action: &str, event: ApprovalEvent) {
+    pub(crate) fn approval(&self, action: &str, event: ApprovalEvent) {
         self.approvals
             .get_or_create(&ApprovalLabels {
                 action: action.to_owned(),
@@ -248,7 +248,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn upstream_error(&self, kind: UpstreamErrorKind) {
+    pub(crate) fn upstream_error(&self, kind: UpstreamErrorKind) {
         self.upstream_errors
             .get_or_create(&KindLabels { kind })
             .inc();

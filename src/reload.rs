@@ -33,7 +33,7 @@ impl std::fmt::Debug for Reloader {
 }
 
 impl Reloader {
-    pub fn new(
+    pub(crate) fn new(
         path: PathBuf,
         env: Box<EnvFn>,
         started: &Config,
@@ -106,7 +106,7 @@ impl Reloader {
 
 /// Reload on every SIGHUP until the process stops.
 #[cfg(unix)]
-pub async fn on_sighup(reloader: Arc<Reloader>) {
+pub(crate) async fn on_sighup(reloader: Arc<Reloader>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; reload only via the admin API");

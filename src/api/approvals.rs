@@ -29,13 +29,13 @@ use crate::store::{
 
 const NO_SUCH_APPROVAL: &str = "no such approval";
 /// Longest `?wait=` (seconds).
-pub const MAX_WAIT_SECS: u64 = 60;
-pub const DEFAULT_LIMIT: u32 = 50;
+pub(crate) const MAX_WAIT_SECS: u64 = 60;
+pub(crate) const DEFAULT_LIMIT: u32 = 50;
 /// One limit for the API and the store: a larger `limit` is a 400, never silently clamped.
-pub const MAX_LIMIT: u32 = crate::store::MAX_LIST_LIMIT;
+pub(crate) const MAX_LIMIT: u32 = crate::store::MAX_LIST_LIMIT;
 
 #[derive(Debug, Deserialize)]
-pub struct ListQuery {
+pub(crate) struct ListQuery {
     status: Option<String>,
     scope: Option<String>,
     action: Option<String>,
@@ -44,7 +44,7 @@ pub struct ListQuery {
 }
 
 /// `GET /v1/approvals`: approvers see all; a gated caller sees only its own.
-pub async fn list(
+pub(crate) async fn list(
     State(st): State<AdminState>,
     headers: HeaderMap,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -90,12 +90,12 @@ fn list_filter(q: ListQuery) -> Result<ListFilter, ApiError> {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct ShowQuery {
+pub(crate) struct ShowQuery {
     wait: Option<u64>,
 }
 
 /// `GET /v1/approvals/{id}[?wait=N]`.
-pub async fn show(
+pub(crate) async fn show(
     State(st): State<AdminState>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -133,7 +133,7 @@ fn visible(caller: &Caller, approval: Option<Approval>) -> Result<Approval, ApiE
 
 /// How long to wait: `wait`, but no later than the pending approval's expiry (it leaves
 /// `pending` then even if the sweeper has not announced it yet).
-pub fn wait_deadline(approval: &Approval, wait: Duration, now: DateTime<Utc>) -> Duration {
+pub(crate) fn wait_deadline(approval: &Approval, wait: Duration, now: DateTime<Utc>) -> Duration {
     let to_expiry = (approval.expires_at - now)
         .to_std()
         .unwrap_or(Duration::ZERO);
@@ -149,7 +149,7 @@ struct DecisionBody {
 }
 
 /// `POST /v1/approvals/{id}/decisions`.
-pub async fn decide(
+pub(crate) async fn decide(
     State(st): State<AdminState>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -168,7 +168,7 @@ pub async fn decide(
 /// self-approval over both `act` chains, only admins bypass; the store: pending, unexpired, one
 /// vote per approver), then log and count the transition. Shared by `POST
 /// /v1/approvals/{id}/decisions` and the canvas decide route (`proxy::canvas_decide`).
-pub async fn cast_vote(
+pub(crate) async fn cast_vote(
     store: &crate::store::Store,
     metrics: &crate::metrics::Metrics,
     ttls: crate::store::Ttls,
@@ -226,7 +226,7 @@ fn vote_from(caller: &Caller, body: DecisionBody) -> Result<Vote, ApiError> {
 }
 
 /// Which counted transition a recorded vote caused, if any (a vote short of quorum is none).
-pub fn vote_event(kind: VoteKind, status: Status) -> Option<ApprovalEvent> {
+pub(crate) fn vote_event(kind: VoteKind, status: Status) -> Option<ApprovalEvent> {
     match (kind, status) {
         (VoteKind::Bypass, Status::Approved) => Some(ApprovalEvent::bypassed),
         (VoteKind::Approve, Status::Approved) => Some(ApprovalEvent::approved),
@@ -236,7 +236,7 @@ pub fn vote_event(kind: VoteKind, status: Status) -> Option<ApprovalEvent> {
 }
 
 /// `POST /v1/approvals/{id}/withdraw`: the gated requester, while pending.
-pub async fn withdraw(
+pub(crate) async fn withdraw(
     State(st): State<AdminState>,
     headers: HeaderMap,
     Path(id): Path<String>,

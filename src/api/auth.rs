@@ -18,7 +18,7 @@ use crate::store::{Approval, VoteKind};
 /// fails verification or that nothing recognises → 401; two Authorization headers → 400; a
 /// source outage → 503. A session-authenticated request that changes state has passed
 /// [`check_session_request`] first (the admin router's middleware).
-pub async fn authenticate(
+pub(crate) async fn authenticate(
     callers: &crate::caller::Callers,
     headers: &HeaderMap,
     now_unix: u64,
@@ -65,7 +65,7 @@ pub async fn authenticate(
 /// sent along, which is why the port is compared. Requests with a bearer are unaffected (a page
 /// cannot make a browser attach someone's bearer), and so are requests without a session
 /// (they fail authentication anyway).
-pub fn check_session_request(
+pub(crate) fn check_session_request(
     method: &Method,
     headers: &HeaderMap,
     callers: &crate::caller::Callers,
@@ -162,12 +162,12 @@ fn has_bearer(headers: &HeaderMap) -> bool {
 }
 
 /// The identity recorded for an approver's vote (subject, falling back to the class name).
-pub fn approver_name(caller: &Caller) -> String {
+pub(crate) fn approver_name(caller: &Caller) -> String {
     caller.requester()
 }
 
 /// May this caller act as an approver at all (list everything, vote, watch events)?
-pub fn require_approver(caller: &Caller) -> Result<(), ApiError> {
+pub(crate) fn require_approver(caller: &Caller) -> Result<(), ApiError> {
     if caller.is_gated() {
         Err(ApiError::Forbidden(
             "a gated caller can never act as an approver",
@@ -180,12 +180,16 @@ pub fn require_approver(caller: &Caller) -> Result<(), ApiError> {
 }
 
 /// May this caller read this approval? Approvers read all; a gated caller reads its own.
-pub fn may_view(caller: &Caller, approval: &Approval) -> bool {
+pub(crate) fn may_view(caller: &Caller, approval: &Approval) -> bool {
     caller.is_approver() || (caller.is_gated() && caller.requester() == approval.requester)
 }
 
 /// All checks before a vote reaches the store (which enforces pending-ness and one vote each).
-pub fn check_vote(caller: &Caller, approval: &Approval, kind: VoteKind) -> Result<(), ApiError> {
+pub(crate) fn check_vote(
+    caller: &Caller,
+    approval: &Approval,
+    kind: VoteKind,
+) -> Result<(), ApiError> {
     require_approver(caller)?;
     if kind == VoteKind::Bypass && !caller.is_admin() {
         return Err(ApiError::Forbidden("only an admin may bypass the quorum"));
@@ -207,7 +211,7 @@ pub fn check_vote(caller: &Caller, approval: &Approval, kind: VoteKind) -> Resul
 /// is also a party of the request's chain (the requester and its actors). This covers: the
 /// requester approving, an agent that acted for the requester approving, the requester acting
 /// through another subject's token, and one agent acting on both sides for two people.
-pub fn is_self_approval(
+pub(crate) fn is_self_approval(
     approver: &str,
     approver_actors: &[String],
     requester: &str,
@@ -221,7 +225,7 @@ pub fn is_self_approval(
 }
 
 /// May this caller withdraw this approval? Only the gated requester itself.
-pub fn check_withdraw(caller: &Caller, approval: &Approval) -> Result<(), ApiError> {
+pub(crate) fn check_withdraw(caller: &Caller, approval: &Approval) -> Result<(), ApiError> {
     if caller.is_gated() && caller.requester() == approval.requester {
         Ok(())
     } else {

@@ -12,7 +12,7 @@ use crate::store::StoreError;
 
 /// Every way an admin request can fail.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("no credential")]
     MissingCredential,
     #[error("credential rejected")]
@@ -59,7 +59,7 @@ impl From<BytesRejection> for ApiError {
 }
 
 impl ApiError {
-    pub fn bad_request(detail: impl Into<Cow<'static, str>>) -> Self {
+    pub(crate) fn bad_request(detail: impl Into<Cow<'static, str>>) -> Self {
         ApiError::BadRequest(detail.into())
     }
 

@@ -30,16 +30,16 @@ use super::{auth, AdminState};
 use crate::store::{AuditEvent, EventKind, StoreError};
 
 /// Interval of the `: keep-alive` comment lines.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Audit rows fetched per catch-up query.
 const CATCH_UP_PAGE: u32 = 500;
 
 #[derive(Debug, Deserialize)]
-pub struct EventsQuery {
+pub(crate) struct EventsQuery {
     last_event_id: Option<String>,
 }
 
-pub async fn stream(
+pub(crate) async fn stream(
     State(st): State<AdminState>,
     headers: HeaderMap,
     Query(q): Query<EventsQuery>,
@@ -175,7 +175,7 @@ async fn send(st: &AdminState, ev: &AuditEvent, tx: &mpsc::Sender<Event>) -> Res
 }
 
 /// The SSE event name of an audit kind; `None` for kinds that are not status transitions.
-pub fn sse_name(kind: EventKind) -> Option<&'static str> {
+pub(crate) fn sse_name(kind: EventKind) -> Option<&'static str> {
     Some(match kind {
         EventKind::Requested => "approval.requested",
         EventKind::Approved => "approval.approved",

@@ -16,9 +16,9 @@ use crate::store::{Store, StoreError};
 
 /// `Metrics::encode` writes the Prometheus text format 0.0.4 (what `promtool check metrics` and
 /// every Prometheus server read).
-pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-pub async fn metrics(State(st): State<AdminState>) -> Response {
+pub(crate) async fn metrics(State(st): State<AdminState>) -> Response {
     st.pending.refresh(&st.store, &st.metrics).await;
     let mut resp = st.metrics.encode().into_response();
     resp.headers_mut().insert(
@@ -28,14 +28,14 @@ pub async fn metrics(State(st): State<AdminState>) -> Response {
     resp
 }
 
-pub async fn healthz() -> &'static str {
+pub(crate) async fn healthz() -> &'static str {
     "ok\n"
 }
 
 /// 200 once migrations are applied and the store answers a ping; 503 problem otherwise. A
 /// canvas mirror that keeps failing adds a line to the 200 (it never makes readiness fail: the
 /// gate works without it).
-pub async fn readyz(State(st): State<AdminState>) -> Result<String, ApiError> {
+pub(crate) async fn readyz(State(st): State<AdminState>) -> Result<String, ApiError> {
     let ping = st.store.ping().await;
     if !st.store.is_ready() {
         // Say what is wrong: a store that is down is not one waiting for its migrations.
@@ -93,7 +93,7 @@ struct Counted {
 }
 
 impl PendingGauge {
-    pub async fn refresh(&self, store: &Store, metrics: &Metrics) {
+    pub(crate) async fn refresh(&self, store: &Store, metrics: &Metrics) {
         if store.is_ready() {
             let count = store.pending_counts(chrono::Utc::now());
             self.refresh_with(metrics, count).await;

@@ -26,13 +26,13 @@ const STYLE: &str = include_str!("inbox.css");
 const ICON: &str = include_str!("favicon.svg");
 
 /// Same-origin script, style and API calls only; nothing inline, nothing framed, no form posts.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; \
      frame-ancestors 'none'";
 
 /// The inbox routes, to merge into the admin router (`.merge(inbox::routes())`). Stateless, so
 /// generic over the router's state.
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(page))
         .route("/inbox.js", get(script))
@@ -41,22 +41,22 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
 }
 
 /// `GET /`: the inbox page.
-pub async fn page() -> impl IntoResponse {
+pub(crate) async fn page() -> impl IntoResponse {
     asset("text/html; charset=utf-8", PAGE)
 }
 
 /// `GET /inbox.js`: the page's only script.
-pub async fn script() -> impl IntoResponse {
+pub(crate) async fn script() -> impl IntoResponse {
     asset("text/javascript; charset=utf-8", SCRIPT)
 }
 
 /// `GET /inbox.css`: the page's only stylesheet.
-pub async fn style() -> impl IntoResponse {
+pub(crate) async fn style() -> impl IntoResponse {
     asset("text/css; charset=utf-8", STYLE)
 }
 
 /// `GET /favicon.svg`: without it the browser asks for `/favicon.ico` and logs a 404.
-pub async fn icon() -> impl IntoResponse {
+pub(crate) async fn icon() -> impl IntoResponse {
     asset("image/svg+xml", ICON)
 }
 

@@ -22,15 +22,15 @@ use crate::metrics::{ApprovalEvent, Metrics};
 use crate::reload::Reloader;
 use crate::store::{Approval, ApprovalId, Store};
 
-pub mod approvals;
-pub mod auth;
-pub mod error;
-pub mod events;
+pub(crate) mod approvals;
+pub(crate) mod auth;
+pub(crate) mod error;
+pub(crate) mod events;
 pub mod health;
-pub mod inbox;
-pub mod request;
+pub(crate) mod inbox;
+pub(crate) mod request;
 
-pub use error::ApiError;
+pub(crate) use error::ApiError;
 
 /// Shared state of the admin listener (cheap to clone: handles and `Arc`s).
 #[derive(Clone)]

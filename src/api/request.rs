@@ -40,7 +40,7 @@ struct RequestBody {
 
 /// `POST /v1/approvals`: a gated caller asks approval for an action the gateway does not proxy.
 /// 201 with a new approval; 200 with the open one when an identical request is already open.
-pub async fn request(
+pub(crate) async fn request(
     State(st): State<AdminState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,

@@ -24,7 +24,7 @@ mod jwks;
 mod keys;
 
 use jwks::JwksCache;
-pub use jwks::{JwksFetchError, JwksTiming};
+use jwks::JwksTiming;
 use keys::{hs_key, jwks_keys, pem_key, Key, KeyKind};
 
 /// Validated `[jwt]` settings; secrets and key material already read (from env / files).
@@ -84,7 +84,7 @@ impl JwtVerifier {
     }
 
     /// As [`Self::new`] with the given `jwks_url` rate limit and timeout, and no start-up fetch.
-    pub fn with_jwks_timing(
+    pub(crate) fn with_jwks_timing(
         settings: JwtSettings,
         timing: JwksTiming,
     ) -> Result<Self, Vec<String>> {
@@ -129,12 +129,13 @@ impl JwtVerifier {
         }
     }
 
-    pub fn settings(&self) -> &JwtSettings {
+    #[cfg(test)]
+    pub(crate) fn settings(&self) -> &JwtSettings {
         &self.settings
     }
 
     /// Start the first `jwks_url` fetch in the background (no-op without a URL or a runtime).
-    pub fn spawn_prefetch(&self) {
+    pub(crate) fn spawn_prefetch(&self) {
         if let (Some(jwks), Ok(rt)) = (&self.jwks, tokio::runtime::Handle::try_current()) {
             let jwks = Arc::clone(jwks);
             rt.spawn(async move { jwks.prefetch().await });
@@ -142,7 +143,8 @@ impl JwtVerifier {
     }
 
     /// Fetch the `jwks_url` keys now, unless a fetch already happened (no-op without a URL).
-    pub async fn prefetch(&self) {
+    #[cfg(test)]
+    pub(crate) async fn prefetch(&self) {
         if let Some(jwks) = &self.jwks {
             jwks.prefetch().await;
         }
@@ -162,7 +164,7 @@ impl JwtVerifier {
 
     /// As [`Self::verify`], but a token whose `kid` no key has (or that no key fits) first asks
     /// for a `jwks_url` refresh (rate-limited, single-flight) and is then verified once more.
-    pub async fn verify_with_refresh(
+    pub(crate) async fn verify_with_refresh(
         &self,
         token: &str,
         now_unix: u64,
@@ -308,7 +310,7 @@ impl JwtVerifier {
 
 /// Three base64url parts separated by dots; the signature may be empty (so `alg: none` tokens
 /// are judged, and rejected, by the JWT rules rather than passed through).
-pub fn is_jwt_shaped(bearer: &str) -> bool {
+pub(crate) fn is_jwt_shaped(bearer: &str) -> bool {
     let b64url = |s: &str| {
         s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')

@@ -50,30 +50,30 @@ pub struct Caller {
 }
 
 impl Caller {
-    pub fn anonymous() -> Self {
+    pub(crate) fn anonymous() -> Self {
         Self::default()
     }
 
-    pub fn class_name(&self) -> Option<&str> {
+    pub(crate) fn class_name(&self) -> Option<&str> {
         self.class.as_deref().map(|c| &*c.name)
     }
 
-    pub fn is_gated(&self) -> bool {
+    pub(crate) fn is_gated(&self) -> bool {
         self.class.as_deref().is_some_and(|c| c.gated)
     }
 
-    pub fn is_approver(&self) -> bool {
+    pub(crate) fn is_approver(&self) -> bool {
         self.class
             .as_deref()
             .is_some_and(|c| !c.gated && (c.approver || c.admin))
     }
 
-    pub fn is_admin(&self) -> bool {
+    pub(crate) fn is_admin(&self) -> bool {
         self.class.as_deref().is_some_and(|c| !c.gated && c.admin)
     }
 
     /// The approval's `requester`: the subject, falling back to the caller class name.
-    pub fn requester(&self) -> String {
+    pub(crate) fn requester(&self) -> String {
         self.subject
             .clone()
             .or_else(|| self.class_name().map(str::to_owned))
@@ -104,7 +104,7 @@ pub mod opaque;
 pub mod session;
 mod when;
 
-pub use jwt::{JwksTiming, JwtSettings, JwtVerifier};
+pub use jwt::{JwtSettings, JwtVerifier};
 pub use opaque::{TokenSource, TokenSourceKind};
 
 /// Everything needed to classify callers, compiled once at load and shared behind an `Arc`.
@@ -124,7 +124,7 @@ impl Callers {
     /// order (bearer sources only when there is a bearer, header sources only when their
     /// headers are present), then the JWT rules for JWT-shaped bearers. A credential nobody
     /// recognises yields an unrecognised caller with no class (see `unknown_callers`).
-    pub async fn classify(
+    pub(crate) async fn classify(
         &self,
         headers: &http::HeaderMap,
         now_unix: u64,
@@ -149,7 +149,7 @@ impl Callers {
 
     /// Does the request carry a session an `http` source would ask about (one of its forwarded
     /// headers, e.g. `Cookie`)? The admin API accepts such a request without a bearer.
-    pub fn has_session(&self, headers: &http::HeaderMap) -> bool {
+    pub(crate) fn has_session(&self, headers: &http::HeaderMap) -> bool {
         self.sources.iter().any(|s| match &s.kind {
             TokenSourceKind::Http(source) => source.forwards_any(headers),
             _ => false,
@@ -157,7 +157,7 @@ impl Callers {
     }
 
     /// The first class whose `when` holds, the subject and the `act` chain.
-    pub fn caller_from_claims(&self, claims: Map<String, Value>) -> Caller {
+    pub(crate) fn caller_from_claims(&self, claims: Map<String, Value>) -> Caller {
         let class = self.classes.iter().find(|c| c.when.holds(&claims)).cloned();
         let subject = claims.get(&self.subject_claim).and_then(subject_string);
         let actors = act_chain(&claims);
@@ -180,7 +180,7 @@ impl Callers {
 /// U+000D, U+0020, U+0085, U+00A0, U+1680, U+2000–U+200A, U+2028, U+2029, U+202F, U+205F,
 /// U+3000). A value that is not UTF-8 is [`CallerError::Undecodable`]; two values are refused
 /// ([`CallerError::DuplicateAuthorization`]) rather than picking the one Go would.
-pub fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, CallerError> {
+pub(crate) fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, CallerError> {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);

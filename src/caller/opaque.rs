@@ -56,7 +56,7 @@ impl std::fmt::Debug for TokenSourceKind {
 impl TokenSource {
     /// Try to recognise the request's credential: the bearer for `env` and `sql` sources (none:
     /// not recognised), the forwarded headers for `http` ones.
-    pub async fn lookup(
+    pub(crate) async fn lookup(
         &self,
         bearer: Option<&str>,
         headers: &http::HeaderMap,

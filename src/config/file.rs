@@ -12,10 +12,10 @@ use super::ConfigError;
 
 /// Collects every problem, in file order.
 #[derive(Debug, Default)]
-pub(crate) struct Errors(pub Vec<ConfigError>);
+pub(crate) struct Errors(pub(crate) Vec<ConfigError>);
 
 impl Errors {
-    pub fn push(&mut self, at: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn push(&mut self, at: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigError {
             at: at.into(),
             message: message.into(),
@@ -25,12 +25,12 @@ impl Errors {
 
 /// One table of the file with its path, read key by key.
 pub(crate) struct Section<'a> {
-    pub at: String,
+    pub(crate) at: String,
     table: &'a Table,
 }
 
 impl<'a> Section<'a> {
-    pub fn new(at: impl Into<String>, table: &'a Table) -> Self {
+    pub(crate) fn new(at: impl Into<String>, table: &'a Table) -> Self {
         Self {
             at: at.into(),
             table,
@@ -38,7 +38,7 @@ impl<'a> Section<'a> {
     }
 
     /// Path of `key` inside this table (`routes[2].path`, or `listen` itself at top level).
-    pub fn key_at(&self, key: &str) -> String {
+    pub(crate) fn key_at(&self, key: &str) -> String {
         if self.at.is_empty() {
             key.to_owned()
         } else {
@@ -47,7 +47,7 @@ impl<'a> Section<'a> {
     }
 
     /// Report every key not in `allowed`.
-    pub fn deny_unknown(&self, allowed: &[&str], errs: &mut Errors) {
+    pub(crate) fn deny_unknown(&self, allowed: &[&str], errs: &mut Errors) {
         for key in self.table.keys() {
             if !allowed.contains(&key.as_str()) {
                 errs.push(
@@ -58,15 +58,15 @@ impl<'a> Section<'a> {
         }
     }
 
-    pub fn keys(&self) -> impl Iterator<Item = &'a String> {
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &'a String> {
         self.table.keys()
     }
 
-    pub fn has(&self, key: &str) -> bool {
+    pub(crate) fn has(&self, key: &str) -> bool {
         self.table.contains_key(key)
     }
 
-    pub fn value(&self, key: &str) -> Option<&'a Value> {
+    pub(crate) fn value(&self, key: &str) -> Option<&'a Value> {
         self.table.get(key)
     }
 
@@ -88,19 +88,19 @@ impl<'a> Section<'a> {
         got
     }
 
-    pub fn string(&self, key: &str, errs: &mut Errors) -> Option<String> {
+    pub(crate) fn string(&self, key: &str, errs: &mut Errors) -> Option<String> {
         self.typed(key, "a string", errs, |v| v.as_str().map(str::to_owned))
     }
 
-    pub fn boolean(&self, key: &str, errs: &mut Errors) -> Option<bool> {
+    pub(crate) fn boolean(&self, key: &str, errs: &mut Errors) -> Option<bool> {
         self.typed(key, "a boolean", errs, Value::as_bool)
     }
 
-    pub fn integer(&self, key: &str, errs: &mut Errors) -> Option<i64> {
+    pub(crate) fn integer(&self, key: &str, errs: &mut Errors) -> Option<i64> {
         self.typed(key, "an integer", errs, Value::as_integer)
     }
 
-    pub fn strings(&self, key: &str, errs: &mut Errors) -> Option<Vec<String>> {
+    pub(crate) fn strings(&self, key: &str, errs: &mut Errors) -> Option<Vec<String>> {
         let arr = self.typed(key, "an array of strings", errs, Value::as_array)?;
         let mut out = Vec::with_capacity(arr.len());
         for (i, v) in arr.iter().enumerate() {
@@ -115,14 +115,14 @@ impl<'a> Section<'a> {
         Some(out)
     }
 
-    pub fn table(&self, key: &str, errs: &mut Errors) -> Option<Section<'a>> {
+    pub(crate) fn table(&self, key: &str, errs: &mut Errors) -> Option<Section<'a>> {
         let at = self.key_at(key);
         self.typed(key, "a table", errs, Value::as_table)
             .map(|t| Section::new(at, t))
     }
 
     /// `[[key]]` entries, each as its own section `key[i]`.
-    pub fn tables(&self, key: &str, errs: &mut Errors) -> Vec<Section<'a>> {
+    pub(crate) fn tables(&self, key: &str, errs: &mut Errors) -> Vec<Section<'a>> {
         let Some(arr) = self.typed(key, "an array of tables", errs, Value::as_array) else {
             return Vec::new();
         };
@@ -138,7 +138,7 @@ impl<'a> Section<'a> {
     }
 
     /// The string values of an inline table such as `context = { k = "v" }`, in file order.
-    pub fn string_map(&self, key: &str, errs: &mut Errors) -> Option<Vec<(String, String)>> {
+    pub(crate) fn string_map(&self, key: &str, errs: &mut Errors) -> Option<Vec<(String, String)>> {
         let t = self.table(key, errs)?;
         let mut out = Vec::new();
         for (k, v) in t.table {
@@ -157,41 +157,41 @@ impl<'a> Section<'a> {
 /// `[listen]`.
 #[derive(Debug, Default)]
 pub(crate) struct RawListen {
-    pub proxy: Option<String>,
-    pub admin: Option<String>,
-    pub trusted_proxies: Option<Vec<String>>,
-    pub body_read_timeout: Option<String>,
-    pub body_idle_timeout: Option<String>,
+    pub(crate) proxy: Option<String>,
+    pub(crate) admin: Option<String>,
+    pub(crate) trusted_proxies: Option<Vec<String>>,
+    pub(crate) body_read_timeout: Option<String>,
+    pub(crate) body_idle_timeout: Option<String>,
 }
 
 /// `[upstream]`.
 #[derive(Debug, Default)]
 pub(crate) struct RawUpstream {
-    pub url: Option<String>,
-    pub connect_timeout: Option<String>,
-    pub request_timeout: Option<String>,
+    pub(crate) url: Option<String>,
+    pub(crate) connect_timeout: Option<String>,
+    pub(crate) request_timeout: Option<String>,
 }
 
 /// `[gate]`.
 #[derive(Debug, Default)]
 pub(crate) struct RawGate {
-    pub pending_ttl: Option<String>,
-    pub approval_ttl: Option<String>,
-    pub max_body_bytes: Option<i64>,
-    pub retry_after: Option<String>,
-    pub public_admin_url: Option<String>,
-    pub approvals_required: Option<i64>,
-    pub max_wait: Option<String>,
-    pub unknown_callers: Option<String>,
+    pub(crate) pending_ttl: Option<String>,
+    pub(crate) approval_ttl: Option<String>,
+    pub(crate) max_body_bytes: Option<i64>,
+    pub(crate) retry_after: Option<String>,
+    pub(crate) public_admin_url: Option<String>,
+    pub(crate) approvals_required: Option<i64>,
+    pub(crate) max_wait: Option<String>,
+    pub(crate) unknown_callers: Option<String>,
 }
 
 /// The top-level tables that are plain key/value sections.
 #[derive(Debug, Default)]
 pub(crate) struct RawConfig {
-    pub listen: RawListen,
-    pub upstream: RawUpstream,
-    pub store_url: Option<String>,
-    pub gate: RawGate,
+    pub(crate) listen: RawListen,
+    pub(crate) upstream: RawUpstream,
+    pub(crate) store_url: Option<String>,
+    pub(crate) gate: RawGate,
 }
 
 /// Top-level keys the file may hold.

@@ -28,7 +28,7 @@ mod notify;
 mod routes;
 mod validate;
 
-pub use molecule::{MirrorSettings, DEFAULT_RESYNC};
+pub use molecule::MirrorSettings;
 pub use validate::{load, parse};
 
 use crate::caller::Callers;
@@ -37,27 +37,27 @@ use crate::route::RouteTable;
 use crate::store::Ttls;
 
 /// The default config path (env `GATEWAY_CONFIG` overrides).
-pub const DEFAULT_PATH: &str = "config/gateway.toml";
+pub(crate) const DEFAULT_PATH: &str = "config/gateway.toml";
 
 /// A compiled, valid configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen: Listen,
-    pub upstream: Upstream,
-    pub store: StoreSettings,
+    pub(crate) listen: Listen,
+    pub(crate) upstream: Upstream,
+    pub(crate) store: StoreSettings,
     pub policy: Arc<Policy>,
     /// `[[notify]]` targets (README, Notifications), in file order. Not hot-reloaded: a change needs a restart.
-    pub notify: Vec<crate::notify::NotifyTarget>,
+    pub(crate) notify: Vec<crate::notify::NotifyTarget>,
     /// `[molecule]` (docs/molecule.md §8): the canvas mirror, `None` when off. Read at start only.
     pub molecule: Option<MirrorSettings>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Listen {
-    pub proxy: SocketAddr,
-    pub admin: SocketAddr,
+pub(crate) struct Listen {
+    pub(crate) proxy: SocketAddr,
+    pub(crate) admin: SocketAddr,
     /// How long a request body may take.
-    pub body_timeouts: BodyTimeouts,
+    pub(crate) body_timeouts: BodyTimeouts,
 }
 
 /// `[listen] body_read_timeout` / `body_idle_timeout`, default 30 s each.
@@ -91,9 +91,9 @@ pub struct Upstream {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreSettings {
+pub(crate) struct StoreSettings {
     /// `sqlite://…` or `postgres://…`.
-    pub url: String,
+    pub(crate) url: String,
 }
 
 /// Guards: a gated caller may never call these (403).
@@ -132,8 +132,8 @@ pub struct Policy {
 /// One configuration problem, naming its table and key (e.g. `routes[2].path`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
-    pub at: String,
-    pub message: String,
+    pub(crate) at: String,
+    pub(crate) message: String,
 }
 
 impl std::fmt::Display for ConfigError {
@@ -159,7 +159,7 @@ impl std::fmt::Display for ConfigErrors {
 impl Config {
     /// A few lines for `check-config` and the start log: what was loaded, never a secret (the
     /// store URL is shown by scheme only, since it may carry a password).
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let p = &self.policy;
         let scheme = self.store.url.split(':').next().unwrap_or("?");
         format!(
@@ -290,6 +290,7 @@ mod tests {
     use std::collections::HashMap;
     use std::time::Duration;
 
+    use super::molecule::DEFAULT_RESYNC;
     use super::*;
     use crate::caller::When;
     use crate::gate::Mode;

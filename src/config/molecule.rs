@@ -25,24 +25,24 @@ const KEYS: &[&str] = &[
 ];
 
 /// How often the mirror re-checks the server's rows and catches up (tests shorten it).
-pub const DEFAULT_RESYNC: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_RESYNC: Duration = Duration::from_secs(10);
 
 /// The canvas mirror's settings (present only when `mirror_approvals = true`).
 #[derive(Clone)]
 pub struct MirrorSettings {
     /// The server's base URL, without a trailing `/`.
-    pub server_url: String,
+    pub(crate) server_url: String,
     /// The variable `token` came from (for logs).
-    pub token_env: String,
+    pub(crate) token_env: String,
     /// The credential sent as `Authorization: Bearer …` to the server. Never logged.
-    pub token: String,
+    pub(crate) token: String,
     /// The workspace that carries rows of approvals whose scope is not a workspace id.
-    pub anchor_workspace: uuid::Uuid,
+    pub(crate) anchor_workspace: uuid::Uuid,
     /// Period of the resync pass (re-create lost or auto-denied rows, catch up).
     pub resync: Duration,
     /// This replica runs the mirror worker (`worker`, default true); the decide interception
     /// runs whenever the mirror is on.
-    pub worker: bool,
+    pub(crate) worker: bool,
 }
 
 impl std::fmt::Debug for MirrorSettings {

@@ -25,7 +25,7 @@ use crate::gate::{Mode, UnknownCallers};
 use crate::store::Ttls;
 
 /// The injected environment (tests pass a map; `main` passes `std::env::var`).
-pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// Read and compile the file at `path`. A missing or unreadable file is one error.
 pub fn load(path: &std::path::Path, env: Env<'_>) -> Result<Config, ConfigErrors> {

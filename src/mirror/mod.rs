@@ -49,12 +49,12 @@ use crate::store::{
 };
 use arc_swap::ArcSwap;
 
-pub use server::ServerError;
+pub(crate) use server::ServerError;
 
 /// The actor of the mirror's audit events.
-pub const ACTOR: &str = "approval-gateway-mirror";
+pub(crate) const ACTOR: &str = "approval-gateway-mirror";
 /// Consecutive failures after which `/readyz` says the mirror is failing.
-pub const FAILING_AFTER: u64 = 3;
+pub(crate) const FAILING_AFTER: u64 = 3;
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 const RETRY_TICK: Duration = Duration::from_millis(250);
@@ -84,7 +84,7 @@ impl MirrorHealth {
     }
 
     /// A line for `/readyz` when the last [`FAILING_AFTER`] or more tries all failed.
-    pub fn detail(&self) -> Option<String> {
+    pub(crate) fn detail(&self) -> Option<String> {
         let n = self.consecutive.load(Ordering::Relaxed);
         if n < FAILING_AFTER {
             return None;
@@ -102,7 +102,7 @@ impl MirrorHealth {
 }
 
 /// Start the mirror worker. Runs until `stop` resolves.
-pub fn spawn(
+pub(crate) fn spawn(
     settings: MirrorSettings,
     store: Store,
     policy: Arc<ArcSwap<Policy>>,

@@ -15,14 +15,14 @@ use crate::config::MirrorSettings;
 use crate::store::Approval;
 
 /// One call's bound, connection included.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The server answers at most this many rows on `GET /approvals/pending`.
-pub const PENDING_LIST_MAX: usize = 50;
+pub(crate) const PENDING_LIST_MAX: usize = 50;
 /// Largest answer read from the server.
 const MAX_ANSWER: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ServerError {
+pub(crate) enum ServerError {
     #[error("{0}")]
     Transport(String),
     #[error("timed out after {CALL_TIMEOUT:?}")]
@@ -40,7 +40,7 @@ pub(super) struct Server {
 }
 
 impl Server {
-    pub fn new(s: &MirrorSettings) -> anyhow::Result<Self> {
+    pub(crate) fn new(s: &MirrorSettings) -> anyhow::Result<Self> {
         let mut auth = http::HeaderValue::try_from(format!("Bearer {}", s.token))
             .map_err(|_| anyhow::anyhow!("{} does not fit in a header", s.token_env))?;
         auth.set_sensitive(true);
@@ -52,7 +52,7 @@ impl Server {
     }
 
     /// Create a row on workspace `ws`; its id.
-    pub async fn create(&self, ws: &str, body: &Value) -> Result<String, ServerError> {
+    pub(crate) async fn create(&self, ws: &str, body: &Value) -> Result<String, ServerError> {
         let (status, answer) = self
             .call(
                 http::Method::POST,
@@ -74,7 +74,7 @@ impl Server {
 
     /// Decide row `id` of workspace `ws`. `Ok(false)` when the server has no pending row by
     /// that id (already decided, auto-denied, or deleted).
-    pub async fn decide(
+    pub(crate) async fn decide(
         &self,
         ws: &str,
         id: &str,
@@ -97,7 +97,7 @@ impl Server {
     }
 
     /// The ids of the server's pending rows (after its auto-deny of old ones).
-    pub async fn pending(&self) -> Result<Vec<String>, ServerError> {
+    pub(crate) async fn pending(&self) -> Result<Vec<String>, ServerError> {
         let (status, answer) = self
             .call(http::Method::GET, "/approvals/pending", None)
             .await?;

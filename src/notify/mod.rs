@@ -44,42 +44,42 @@ use crate::metrics::Metrics;
 use crate::store::{Approval, AuditEvent, EventKind, Store, VoteKind};
 
 /// Header carrying the body's signature (webhook targets with `secret_env`).
-pub const SIGNATURE_HEADER: &str = "x-approval-gateway-signature";
+pub(crate) const SIGNATURE_HEADER: &str = "x-approval-gateway-signature";
 /// Header carrying the audit event id: the same on every try and every replica.
-pub const DELIVERY_HEADER: &str = "x-approval-gateway-delivery";
+pub(crate) const DELIVERY_HEADER: &str = "x-approval-gateway-delivery";
 /// Notifications waiting per target; more are dropped (and counted).
-pub const QUEUE: usize = 256;
+pub(crate) const QUEUE: usize = 256;
 /// Deliveries in flight per target.
-pub const MAX_IN_FLIGHT: usize = 8;
+pub(crate) const MAX_IN_FLIGHT: usize = 8;
 /// Tries per notification.
-pub const ATTEMPTS: usize = 4;
+pub(crate) const ATTEMPTS: usize = 4;
 /// Waits between tries (the first try is immediate): four tries within about 20 s.
-pub const BACKOFF: [Duration; ATTEMPTS - 1] = [
+pub(crate) const BACKOFF: [Duration; ATTEMPTS - 1] = [
     Duration::from_secs(1),
     Duration::from_secs(4),
     Duration::from_secs(15),
 ];
 /// One try's bound, connection included.
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const CATCH_UP_PAGE: u32 = 500;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotifyKind {
+pub(crate) enum NotifyKind {
     Webhook,
     Slack,
 }
 
 /// One `[[notify]]` entry, compiled.
 #[derive(Clone)]
-pub struct NotifyTarget {
+pub(crate) struct NotifyTarget {
     /// The `target` label: the entry's `name`, or its index in the file.
-    pub label: String,
-    pub kind: NotifyKind,
-    pub url: http::Uri,
+    pub(crate) label: String,
+    pub(crate) kind: NotifyKind,
+    pub(crate) url: http::Uri,
     /// The HMAC key (webhook with `secret_env`).
-    pub secret: Option<Vec<u8>>,
+    pub(crate) secret: Option<Vec<u8>>,
     /// The transitions it wants.
-    pub events: Vec<EventKind>,
+    pub(crate) events: Vec<EventKind>,
 }
 
 impl std::fmt::Debug for NotifyTarget {
@@ -113,7 +113,7 @@ struct WebhookBody<'a> {
 
 /// Start the dispatcher and one worker per target; `None` when there is no target. Runs until
 /// `stop` resolves (deliveries in flight then finish on their own).
-pub fn spawn(
+pub(crate) fn spawn(
     targets: Vec<NotifyTarget>,
     store: Store,
     policy: Arc<ArcSwap<Policy>>,
@@ -349,7 +349,7 @@ fn webhook_body(event: &'static str, approval: &Approval) -> Bytes {
 }
 
 /// The inbox link of an approval.
-pub fn link(public_admin_url: &str, approval: &Approval) -> String {
+pub(crate) fn link(public_admin_url: &str, approval: &Approval) -> String {
     format!("{public_admin_url}/#/approvals/{}", approval.id)
 }
 

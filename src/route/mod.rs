@@ -12,10 +12,10 @@
 //! [`path::needs_normalisation`]) `find` allocates nothing unless it matches (the params).
 
 pub mod path;
-pub mod pattern;
+pub(crate) mod pattern;
 
-pub use path::{canonical, needs_normalisation, normalise, Normalized};
-pub use pattern::Pattern;
+pub use path::{canonical, normalise, Normalized};
+pub(crate) use pattern::Pattern;
 
 /// Path parameters captured by `{name}` and `{*rest}` segments, in pattern order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -109,21 +109,21 @@ impl<T> RouteTable<T> {
         Ok(())
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// Every entry's value, most specific first.
-    pub fn values(&self) -> impl Iterator<Item = &T> {
+    pub(crate) fn values(&self) -> impl Iterator<Item = &T> {
         self.entries.iter().map(|e| &e.value)
     }
 
     /// Whether any entry matches `method`. When none does, no path can match either.
-    pub fn has_method(&self, method: &http::Method) -> bool {
+    pub(crate) fn has_method(&self, method: &http::Method) -> bool {
         self.methods.contains(method)
     }
 

@@ -50,7 +50,7 @@ pub enum Normalized<'a> {
 ///
 /// One pass over the bytes (this runs on every request while the gate is on): a `.` only
 /// matters when it starts a segment and the segment is `.` or `..`.
-pub fn needs_normalisation(raw: &str) -> bool {
+pub(crate) fn needs_normalisation(raw: &str) -> bool {
     let b = raw.as_bytes();
     let mut i = 0;
     while i < b.len() {
@@ -72,7 +72,7 @@ pub fn needs_normalisation(raw: &str) -> bool {
 }
 
 /// The segments of a clean path: split on `/`, empty segments (repeated or trailing slashes) dropped.
-pub fn clean_segments(path: &str) -> impl Iterator<Item = &str> + Clone {
+pub(crate) fn clean_segments(path: &str) -> impl Iterator<Item = &str> + Clone {
     path.split('/').filter(|s| !s.is_empty())
 }
 

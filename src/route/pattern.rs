@@ -28,7 +28,7 @@ enum Segment {
 }
 
 /// Specificity key: literal count, then per-segment kinds (greater = more specific).
-pub type Rank = (usize, Vec<u8>);
+pub(crate) type Rank = (usize, Vec<u8>);
 
 const KIND_LITERAL: u8 = 3;
 const KIND_PARAM: u8 = 2;
@@ -37,14 +37,14 @@ const KIND_REST: u8 = 0;
 
 /// A compiled route pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pattern {
+pub(crate) struct Pattern {
     source: Box<str>,
     segments: Vec<Segment>,
 }
 
 impl Pattern {
     /// Compile `pattern`, rejecting anything ambiguous with a message naming the problem.
-    pub fn parse(pattern: &str) -> Result<Self, PatternError> {
+    pub(crate) fn parse(pattern: &str) -> Result<Self, PatternError> {
         let err = |msg: String| {
             Err(PatternError(format!(
                 "invalid path pattern {pattern:?}: {msg}"
@@ -72,12 +72,13 @@ impl Pattern {
     }
 
     /// The pattern as written in the config.
-    pub fn as_str(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn as_str(&self) -> &str {
         &self.source
     }
 
     /// The names of the parameters this pattern captures, in pattern order.
-    pub fn param_names(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn param_names(&self) -> impl Iterator<Item = &str> {
         self.segments.iter().filter_map(|s| match s {
             Segment::Literal(_) => None,
             Segment::Param(name) | Segment::Rest(name) => Some(&**name),
@@ -85,7 +86,7 @@ impl Pattern {
     }
 
     /// The specificity key of this pattern; see the module doc.
-    pub fn rank(&self) -> Rank {
+    pub(crate) fn rank(&self) -> Rank {
         let literals = self
             .segments
             .iter()
@@ -107,7 +108,7 @@ impl Pattern {
     }
 
     /// Whether the (already normalised) path segments match. Allocates nothing.
-    pub fn is_match<'a>(&self, mut path: impl Iterator<Item = &'a str>) -> bool {
+    pub(crate) fn is_match<'a>(&self, mut path: impl Iterator<Item = &'a str>) -> bool {
         for seg in &self.segments {
             match (seg, path.next()) {
                 (Segment::Rest(_), _) => return true,
@@ -120,7 +121,7 @@ impl Pattern {
     }
 
     /// The parameters captured from a path that [`Pattern::is_match`]ed.
-    pub fn captures<'a>(&self, mut path: impl Iterator<Item = &'a str>) -> Params {
+    pub(crate) fn captures<'a>(&self, mut path: impl Iterator<Item = &'a str>) -> Params {
         let mut params = Params::default();
         for seg in &self.segments {
             match seg {

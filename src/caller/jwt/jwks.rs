@@ -37,11 +37,11 @@ const MAX_DOCUMENT_BYTES: usize = 1 << 20;
 
 /// How often the IdP may be asked, and how long one fetch may take.
 #[derive(Debug, Clone, Copy)]
-pub struct JwksTiming {
+pub(crate) struct JwksTiming {
     /// Minimum time between the starts of two fetches (the unknown-`kid` rate limit).
-    pub min_interval: Duration,
+    pub(crate) min_interval: Duration,
     /// Whole-fetch deadline (connect, response head and body).
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 impl Default for JwksTiming {
@@ -55,7 +55,7 @@ impl Default for JwksTiming {
 
 /// Why a fetch left the cache as it was. Logged, never shown to clients.
 #[derive(Debug, thiserror::Error)]
-pub enum JwksFetchError {
+pub(crate) enum JwksFetchError {
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("request failed: {0}")]

@@ -25,6 +25,7 @@ use crate::store::Store;
 /// How often due approvals are turned into `expired` transitions.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
+/// The gateway, built and bound but not yet serving: [`App::build`], then [`App::run`].
 pub struct App {
     config: Config,
     store: Store,
@@ -38,6 +39,8 @@ pub struct App {
 }
 
 impl App {
+    /// Bind both listeners and set up the store, the metrics and the live policy; the store
+    /// is opened lazily, so a store that is down does not fail this.
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let store = Store::open(&config.store.url).context("opening the approval store")?;
         // SO_REUSEPORT: each proxy shard gets its own listener on this address (see `run`).
@@ -81,26 +84,31 @@ impl App {
         self
     }
 
+    /// The hot reloader, when [`App::reload_from`] enabled one.
     pub fn reloader(&self) -> Option<&Arc<Reloader>> {
         self.reloader.as_ref()
     }
 
+    /// The address the proxy listener is bound to (the real port when configured as 0).
     pub fn proxy_addr(&self) -> SocketAddr {
         self.proxy_listener
             .local_addr()
             .unwrap_or(self.config.listen.proxy)
     }
 
+    /// The address the admin listener is bound to (the real port when configured as 0).
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_listener
             .local_addr()
             .unwrap_or(self.config.listen.admin)
     }
 
+    /// The approval store the gate and the admin API share.
     pub fn store(&self) -> &Store {
         &self.store
     }
 
+    /// The process's metrics, as served at `/metrics`.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }

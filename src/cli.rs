@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The parsed command line.
 #[derive(Debug, Parser)]
 #[command(
     name = "approval-gateway",
@@ -16,10 +17,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "GATEWAY_CONFIG", default_value = crate::config::DEFAULT_PATH)]
     pub(crate) config: PathBuf,
 
+    /// The subcommand; `None` runs `serve`.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
+/// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway (the default).
@@ -30,13 +33,16 @@ pub enum Command {
     Migrate,
     /// Operator CLI working directly on the configured store (break-glass; audited with via = "cli").
     Approvals {
+        /// What to do with approvals.
         #[command(subcommand)]
         command: ApprovalsCommand,
     },
     /// Print the request_hash of an approval identity (debugging).
     Hash {
+        /// The approval's scope (e.g. the workspace id).
         #[arg(long)]
         scope: String,
+        /// The route's action name.
         #[arg(long)]
         action: String,
         /// The context as a JSON object.
@@ -47,6 +53,7 @@ pub enum Command {
     Demo,
 }
 
+/// The `approvals` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ApprovalsCommand {
     /// List approvals, newest first.
@@ -54,24 +61,33 @@ pub enum ApprovalsCommand {
         /// pending|approved|denied|expired|consumed|withdrawn
         #[arg(long)]
         status: Option<String>,
+        /// Only approvals with this scope.
         #[arg(long)]
         scope: Option<String>,
+        /// Only approvals of this action.
         #[arg(long)]
         action: Option<String>,
+        /// Most approvals listed.
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
     /// Show one approval as JSON.
-    Show { id: String },
+    Show {
+        /// The approval's id.
+        id: String,
+    },
     /// Approve a pending approval.
     Approve(DecideArgs),
     /// Deny a pending approval.
     Deny(DecideArgs),
 }
 
+/// What `approvals approve` and `approvals deny` take.
 #[derive(Debug, Args)]
 pub struct DecideArgs {
+    /// The approval's id.
     pub(crate) id: String,
+    /// A comment recorded with the decision.
     #[arg(long)]
     pub(crate) comment: Option<String>,
     /// Who decides (recorded as the approver); defaults to $USER.

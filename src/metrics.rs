@@ -59,8 +59,11 @@ pub(crate) enum ApprovalEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
 pub enum UpstreamErrorKind {
+    /// No connection to the upstream (502).
     connect,
+    /// No response head within `upstream.request_timeout` (504).
     timeout,
+    /// The upstream broke HTTP or the connection mid-exchange.
     protocol,
 }
 
@@ -126,6 +129,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// A fresh registry with every metric registered at zero.
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();

@@ -15,6 +15,8 @@ use crate::metrics::{Metrics, ResultLabels};
 /// Reads the env for a reload (the flag and secrets may change with the file).
 pub type EnvFn = dyn Fn(&str) -> Option<String> + Send + Sync;
 
+/// Rebuilds the policy from the config file and swaps it in (see the module docs); one per
+/// process started from a file.
 pub struct Reloader {
     path: PathBuf,
     env: Box<EnvFn>,

@@ -35,9 +35,11 @@ pub(crate) use error::ApiError;
 /// Shared state of the admin listener (cheap to clone: handles and `Arc`s).
 #[derive(Clone)]
 pub struct AdminState {
+    /// The approval store the API reads and decides in.
     pub store: Store,
     /// The current policy (callers, gate settings incl. TTLs), swapped whole on reload.
     pub policy: Arc<ArcSwap<Policy>>,
+    /// The process's metrics, served at `/metrics` and counted by decisions.
     pub metrics: Arc<Metrics>,
     /// The pending gauge, counted when `/metrics` is read.
     pub pending: Arc<health::PendingGauge>,

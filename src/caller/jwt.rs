@@ -30,6 +30,7 @@ use keys::{hs_key, jwks_keys, pem_key, Key, KeyKind};
 /// Validated `[jwt]` settings; secrets and key material already read (from env / files).
 #[derive(Clone)]
 pub struct JwtSettings {
+    /// `jwt.algorithms`: the only `alg` values accepted; any other is rejected.
     pub algorithms: Vec<jsonwebtoken::Algorithm>,
     /// HS* secret bytes, read from the env var named by `hs_secret_env`.
     pub hs_secret: Option<Vec<u8>>,
@@ -39,8 +40,11 @@ pub struct JwtSettings {
     pub jwks_json: Option<String>,
     /// `jwks_url`, fetched at start and refreshed on an unknown `kid` (see [`jwks`]).
     pub jwks_url: Option<String>,
+    /// Required `iss`, when set.
     pub issuer: Option<String>,
+    /// Required `aud` (a string or one of an array), when set.
     pub audience: Option<String>,
+    /// Clock skew allowed when checking `exp` and `nbf` (`jwt.leeway`, default 30 s).
     pub leeway: std::time::Duration,
 }
 

@@ -17,9 +17,13 @@ use serde_json::{Map, Value};
 /// A compiled `[[callers]]` entry.
 #[derive(Debug, Clone)]
 pub struct CallerClass {
+    /// The entry's `name`: in logs, metrics and the approval's `caller`.
     pub name: Arc<str>,
+    /// The rule a credential's claims must satisfy to be of this class.
     pub when: When,
+    /// Its requests to configured routes need an approval (and guards refuse them).
     pub gated: bool,
+    /// May vote on approvals (never together with `gated`).
     pub approver: bool,
     /// May bypass quorum (break-glass). Implies `approver`.
     pub admin: bool,
@@ -28,19 +32,40 @@ pub struct CallerClass {
 /// A compiled `when` rule over claims (JWT claims or an opaque source's row fields).
 #[derive(Debug, Clone, PartialEq)]
 pub enum When {
-    Present { claim: String },
-    Equals { claim: String, value: Value },
-    OneOf { claim: String, values: Vec<Value> },
+    /// The claim is there and not `null`.
+    Present {
+        /// Top-level claim name.
+        claim: String,
+    },
+    /// The claim equals `value` (strings, numbers and bools only; `1` equals `1.0`).
+    Equals {
+        /// Top-level claim name.
+        claim: String,
+        /// The value it must equal.
+        value: Value,
+    },
+    /// The claim equals one of `values`, compared as in [`When::Equals`].
+    OneOf {
+        /// Top-level claim name.
+        claim: String,
+        /// The values it may equal.
+        values: Vec<Value>,
+    },
+    /// Every rule holds (true when empty).
     All(Vec<When>),
+    /// At least one rule holds (false when empty).
     Any(Vec<When>),
 }
 
 /// Who is calling. `class` is `None` for anonymous callers and credentials no class matches.
 #[derive(Debug, Clone, Default)]
 pub struct Caller {
+    /// The first class whose `when` holds; `None` for anonymous or unmatched credentials.
     pub class: Option<Arc<CallerClass>>,
     /// Value of `subject_claim`, when present.
     pub subject: Option<String>,
+    /// The verified JWT claims or the source's fields (for `{claim.*}` templates); empty
+    /// when anonymous.
     pub claims: Map<String, Value>,
     /// Subjects of the RFC 8693 `act` chain (outermost actor first), for self-approval checks.
     pub actors: Vec<String>,
@@ -84,6 +109,7 @@ impl Caller {
 /// Why a credential could not be classified.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallerError {
+    /// Two or more `Authorization` headers: ambiguous, refused on a route or guard.
     #[error("more than one Authorization header")]
     DuplicateAuthorization,
     /// The `Authorization` value is not UTF-8: the gateway cannot read it the way the upstream
@@ -110,9 +136,13 @@ pub use opaque::{TokenSource, TokenSourceKind};
 /// Everything needed to classify callers, compiled once at load and shared behind an `Arc`.
 #[derive(Debug)]
 pub struct Callers {
+    /// `[[callers]]` in file order; the first whose `when` holds wins.
     pub classes: Vec<Arc<CallerClass>>,
+    /// `[jwt]`'s verifier, `None` when JWTs are not configured.
     pub jwt: Option<JwtVerifier>,
+    /// `[[token_sources]]` in file order, tried before the JWT rules.
     pub sources: Vec<TokenSource>,
+    /// The claim whose value is the caller's subject (`[jwt] subject_claim`, default `sub`).
     pub subject_claim: String,
 }
 

@@ -15,21 +15,32 @@ use subtle::ConstantTimeEq;
 
 use super::CallerError;
 
+/// A compiled `[[token_sources]]` entry (README, "Opaque tokens and sessions").
 #[derive(Debug)]
 pub struct TokenSource {
+    /// The entry's `name`, in logs and in [`CallerError::SourceUnavailable`].
     pub name: std::sync::Arc<str>,
+    /// How it recognises a credential.
     pub kind: TokenSourceKind,
 }
 
+/// What a token source asks to recognise a credential.
 pub enum TokenSourceKind {
     /// Constant-time comparison with a token read from an env var; on match yields `claims`.
     Env {
+        /// The expected bearer token, from the env var named by `env`.
         token: Vec<u8>,
+        /// The claims a matching bearer gets.
         claims: Map<String, Value>,
     },
     /// `query` is run with `$1` bound to the 32-byte `sha256(bearer)`; the first row's columns
     /// (as text/JSON) become the claims. No row: not recognised. Error: `SourceUnavailable`.
-    Sql { pool: sqlx::PgPool, query: String },
+    Sql {
+        /// The pool for `url_env` (or `url`).
+        pool: sqlx::PgPool,
+        /// The SQL text, with `$1` the token's hash.
+        query: String,
+    },
     /// Asks an HTTP endpoint about the request's session headers (`session.rs`).
     Http(Box<super::session::HttpSource>),
 }

@@ -44,15 +44,21 @@ type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 /// What a `kind = "http"` source is configured with (everything but the client and cache).
 #[derive(Debug, Clone)]
 pub struct HttpSourceSettings {
+    /// The endpoint asked, with `GET` (`url_env` or `url`).
     pub url: http::Uri,
+    /// The request headers sent to it; a request with none of them skips the source.
     pub forward_headers: Vec<HeaderName>,
+    /// Bound on one ask, connection included (default 2 s); past it, the source is unavailable.
     pub timeout: Duration,
+    /// How long a recognised answer is reused (default 30 s).
     pub cache_ttl: Duration,
+    /// How long a not-recognised answer is reused (default 5 s).
     pub negative_cache_ttl: Duration,
     /// Must hold on the answer's fields for the credential to count as recognised.
     pub when: Option<When>,
     /// The answer's field copied into `subject_claim`.
     pub subject_field: Option<String>,
+    /// The claim the subject is stored under (the `[jwt] subject_claim`, default `sub`).
     pub subject_claim: String,
     /// Static claims added to the answer's fields.
     pub claims: Map<String, Value>,

@@ -45,6 +45,7 @@ pub struct Config {
     pub(crate) listen: Listen,
     pub(crate) upstream: Upstream,
     pub(crate) store: StoreSettings,
+    /// The hot-reloadable part: what decides each request.
     pub policy: Arc<Policy>,
     /// `[[notify]]` targets (README, Notifications), in file order. Not hot-reloaded: a change needs a restart.
     pub(crate) notify: Vec<crate::notify::NotifyTarget>,
@@ -78,11 +79,14 @@ impl Default for BodyTimeouts {
     }
 }
 
+/// `[upstream]`: where requests are forwarded, and the client's bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     /// Base URL: scheme `http`, authority, and a path prefix (may be empty, never ends in `/`).
     pub url: http::Uri,
+    /// Bound on opening a connection (default 2 s; past it, 502).
     pub connect_timeout: Duration,
+    /// Bound on waiting for the response head (default 60 s; past it, 504).
     pub request_timeout: Duration,
     /// `[listen] trusted_proxies`: front proxies whose `X-Forwarded-Proto` is kept; from any
     /// other peer it is replaced by how the gateway was reached (`http`). Kept here because
@@ -106,12 +110,18 @@ pub struct GuardRule {
 /// Gate settings from `[gate]` plus the mode from the env flag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GateSettings {
+    /// Off, shadow or enforce, from `MOLECULE_PLATFORM_APPROVAL_GATE` only.
     pub mode: Mode,
+    /// `[gate] pending_ttl` and `approval_ttl`: how long an approval may stay pending, then
+    /// approved and unconsumed.
     pub ttls: Ttls,
+    /// Most body bytes buffered for a gated request (default 1 MiB; larger is 413).
     pub max_body_bytes: usize,
+    /// `Retry-After` on the 202 (default 5 s).
     pub retry_after: Duration,
     /// Base of the 202's `Location`, without a trailing `/`.
     pub public_admin_url: String,
+    /// Default quorum: distinct approvers needed (default 1; a route may override it).
     pub approvals_required: u32,
     /// Longest `Prefer: wait=N` honoured on a gated request (larger N is clamped; zero turns
     /// waiting off). `[gate] max_wait`, default `"60s"`.
@@ -123,9 +133,13 @@ pub struct GateSettings {
 /// Everything that decides a request; rebuilt and swapped whole on reload.
 #[derive(Debug)]
 pub struct Policy {
+    /// `[gate]` plus the mode.
     pub gate: GateSettings,
+    /// `[[routes]]`: the destructive operations that need an approval from a gated caller.
     pub routes: RouteTable<Arc<GateRule>>,
+    /// `[[guards]]`: what a gated caller may never call.
     pub guards: RouteTable<GuardRule>,
+    /// `[[callers]]`, `[jwt]` and `[[token_sources]]`: who is calling.
     pub callers: Callers,
 }
 

@@ -22,15 +22,21 @@ pub(crate) use pattern::Pattern;
 pub struct Params(Vec<(std::sync::Arc<str>, String)>);
 
 impl Params {
+    /// The value captured for `name` (without braces), `None` when the pattern has no such
+    /// parameter.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(k, _)| &**k == name)
             .map(|(_, v)| v.as_str())
     }
+
+    /// Append a capture (the matcher does, in pattern order).
     pub fn push(&mut self, name: std::sync::Arc<str>, value: String) {
         self.0.push((name, value));
     }
+
+    /// Every `(name, value)` pair, in pattern order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(k, v)| (&**k, v.as_str()))
     }
@@ -39,7 +45,9 @@ impl Params {
 /// A successful match: the entry and what its parameters captured.
 #[derive(Debug)]
 pub struct RouteMatch<'t, T> {
+    /// The matched entry's value (a gate rule, a guard).
     pub value: &'t T,
+    /// What the entry's `{name}` and `{*rest}` segments captured from the path.
     pub params: Params,
 }
 
@@ -76,6 +84,7 @@ impl<T> Default for RouteTable<T> {
 }
 
 impl<T> RouteTable<T> {
+    /// An empty table: matches nothing.
     pub fn new() -> Self {
         Self::default()
     }

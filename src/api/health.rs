@@ -74,7 +74,7 @@ const PENDING_COUNT_TIMEOUT: Duration = Duration::from_secs(1);
 /// 200k pending rows on the benchmark machine, where Postgres runs it as a parallel scan).
 /// On the sweeper's 5 s timer it competed with the gate whether anyone read the gauge or not.
 ///
-/// Invariants: at most one count per [`PENDING_MAX_AGE`], failed or not, and a scrape never
+/// Invariants: at most one count per `PENDING_MAX_AGE`, failed or not, and a scrape never
 /// waits for another scrape's count (it serves the values that count will replace). Series
 /// are updated in place and an action's series is removed only once it has none pending, so
 /// a scrape never sees a gap; a failed or timed-out count keeps the last values and counts a

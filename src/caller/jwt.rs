@@ -9,8 +9,8 @@
 //! MACed with the RSA public key) are rejected. `exp`/`nbf` are checked here against the passed-in
 //! `now` with `leeway` (jsonwebtoken's own clock checks are off). `exp` is optional: a token
 //! without one is accepted (Molecule-style long-lived tokens); when present it is enforced.
-//! With `jwks_url`, the keys published there ([`jwks`]) are searched after the static ones; the
-//! key lookup may then refresh them, so [`JwtVerifier::verify_with_refresh`] is async (the
+//! With `jwks_url`, the keys published there (`jwks.rs`) are searched after the static ones; the
+//! key lookup may then refresh them, so `JwtVerifier::verify_with_refresh` is async (the
 //! decision itself stays pure: `now` is still passed in).
 
 use std::sync::Arc;
@@ -38,7 +38,7 @@ pub struct JwtSettings {
     pub public_key_pem: Option<Vec<u8>>,
     /// Contents of `jwks_file` (a JWKS JSON document).
     pub jwks_json: Option<String>,
-    /// `jwks_url`, fetched at start and refreshed on an unknown `kid` (see [`jwks`]).
+    /// `jwks_url`, fetched at start and refreshed on an unknown `kid` (see `jwks.rs`).
     pub jwks_url: Option<String>,
     /// Required `iss`, when set.
     pub issuer: Option<String>,

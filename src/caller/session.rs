@@ -15,9 +15,9 @@
 //!
 //! Answers are cached by the SHA-256 of the forwarded header names and values (never the
 //! values themselves): positive answers for `cache_ttl`, negative ones for `negative_cache_ttl`,
-//! errors not at all. The cache holds at most [`MAX_CACHED`] entries; expired ones are dropped
-//! when it fills, and if none has expired it starts over (a flood of distinct cookies costs
-//! requests to the endpoint, never unbounded memory).
+//! errors not at all. The cache holds at most `MAX_CACHED` (10,000) entries; expired ones are
+//! dropped when it fills, and if none has expired it starts over (a flood of distinct cookies
+//! costs requests to the endpoint, never unbounded memory).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

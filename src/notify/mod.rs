@@ -5,8 +5,8 @@
 //! uses), reads the approval once per event, renders each interested target's body and hands it
 //! to that target's bounded queue with `try_send`: a full queue drops the notification and counts
 //! it in `approval_gateway_notify_failures_total{target}`, so a slow or dead target never holds
-//! anything up. Each target's worker sends up to [`MAX_IN_FLIGHT`] deliveries at once, each tried
-//! [`ATTEMPTS`] times (backoff 1 s, 4 s, 15 s; each try bounded by [`ATTEMPT_TIMEOUT`]); every
+//! anything up. Each target's worker sends up to `MAX_IN_FLIGHT` deliveries at once, each tried
+//! `ATTEMPTS` times (backoff 1 s, 4 s, 15 s; each try bounded by `ATTEMPT_TIMEOUT`); every
 //! failed try (connection error, timeout, non-2xx) is counted too.
 //!
 //! Bodies: a `webhook` gets `{"event":"approval.requested","approval":Approval}` and, with a

@@ -9,7 +9,7 @@
 //! Invariants: entries are kept sorted by specificity (most specific first, ties in insertion
 //! order), so `find` returns the first entry that matches and insertion order never changes the
 //! winner except between equally specific patterns. On a clean path (see
-//! [`path::needs_normalisation`]) `find` allocates nothing unless it matches (the params).
+//! `path::needs_normalisation`) `find` allocates nothing unless it matches (the params).
 
 pub mod path;
 pub(crate) mod pattern;
@@ -90,7 +90,7 @@ impl<T> RouteTable<T> {
     }
 
     /// Add an entry. `pattern` uses `{name}` for one segment and `{*rest}` for the remainder
-    /// (see [`pattern`] for the grammar). Methods match exactly (`HEAD` is not `GET`).
+    /// (see `pattern.rs` for the grammar). Methods match exactly (`HEAD` is not `GET`).
     pub fn add(
         &mut self,
         methods: &[http::Method],

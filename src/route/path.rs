@@ -40,7 +40,7 @@ use std::borrow::Cow;
 /// A request path prepared for matching.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Normalized<'a> {
-    /// The raw path needed no decoding; segments are borrowed from it (see [`clean_segments`]).
+    /// The raw path needed no decoding; segments are borrowed from it (see `clean_segments`).
     Clean(&'a str),
     /// Decoded segment lists, most plausible reading first (never empty).
     Readings(Vec<Vec<String>>),

@@ -29,13 +29,13 @@ use crate::store::{
 
 const NO_SUCH_APPROVAL: &str = "no such approval";
 /// Longest `?wait=` (seconds).
-pub(crate) const MAX_WAIT_SECS: u64 = 60;
+pub(super) const MAX_WAIT_SECS: u64 = 60;
 pub(crate) const DEFAULT_LIMIT: u32 = 50;
 /// One limit for the API and the store: a larger `limit` is a 400, never silently clamped.
 pub(crate) const MAX_LIMIT: u32 = crate::store::MAX_LIST_LIMIT;
 
 #[derive(Debug, Deserialize)]
-pub(crate) struct ListQuery {
+pub(super) struct ListQuery {
     status: Option<String>,
     scope: Option<String>,
     action: Option<String>,
@@ -44,7 +44,7 @@ pub(crate) struct ListQuery {
 }
 
 /// `GET /v1/approvals`: approvers see all; a gated caller sees only its own.
-pub(crate) async fn list(
+pub(super) async fn list(
     State(st): State<AdminState>,
     headers: HeaderMap,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -90,12 +90,12 @@ fn list_filter(q: ListQuery) -> Result<ListFilter, ApiError> {
 }
 
 #[derive(Debug, Deserialize)]
-pub(crate) struct ShowQuery {
+pub(super) struct ShowQuery {
     wait: Option<u64>,
 }
 
 /// `GET /v1/approvals/{id}[?wait=N]`.
-pub(crate) async fn show(
+pub(super) async fn show(
     State(st): State<AdminState>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -133,7 +133,7 @@ fn visible(caller: &Caller, approval: Option<Approval>) -> Result<Approval, ApiE
 
 /// How long to wait: `wait`, but no later than the pending approval's expiry (it leaves
 /// `pending` then even if the sweeper has not announced it yet).
-pub(crate) fn wait_deadline(approval: &Approval, wait: Duration, now: DateTime<Utc>) -> Duration {
+pub(super) fn wait_deadline(approval: &Approval, wait: Duration, now: DateTime<Utc>) -> Duration {
     let to_expiry = (approval.expires_at - now)
         .to_std()
         .unwrap_or(Duration::ZERO);
@@ -226,7 +226,7 @@ fn vote_from(caller: &Caller, body: DecisionBody) -> Result<Vote, ApiError> {
 }
 
 /// Which counted transition a recorded vote caused, if any (a vote short of quorum is none).
-pub(crate) fn vote_event(kind: VoteKind, status: Status) -> Option<ApprovalEvent> {
+pub(super) fn vote_event(kind: VoteKind, status: Status) -> Option<ApprovalEvent> {
     match (kind, status) {
         (VoteKind::Bypass, Status::Approved) => Some(ApprovalEvent::bypassed),
         (VoteKind::Approve, Status::Approved) => Some(ApprovalEvent::approved),

@@ -18,7 +18,7 @@ use crate::store::{Approval, VoteKind};
 /// fails verification or that nothing recognises → 401; two Authorization headers → 400; a
 /// source outage → 503. A session-authenticated request that changes state has passed
 /// [`check_session_request`] first (the admin router's middleware).
-pub(crate) async fn authenticate(
+pub(super) async fn authenticate(
     callers: &crate::caller::Callers,
     headers: &HeaderMap,
     now_unix: u64,
@@ -167,7 +167,7 @@ pub(crate) fn approver_name(caller: &Caller) -> String {
 }
 
 /// May this caller act as an approver at all (list everything, vote, watch events)?
-pub(crate) fn require_approver(caller: &Caller) -> Result<(), ApiError> {
+pub(super) fn require_approver(caller: &Caller) -> Result<(), ApiError> {
     if caller.is_gated() {
         Err(ApiError::Forbidden(
             "a gated caller can never act as an approver",
@@ -180,12 +180,12 @@ pub(crate) fn require_approver(caller: &Caller) -> Result<(), ApiError> {
 }
 
 /// May this caller read this approval? Approvers read all; a gated caller reads its own.
-pub(crate) fn may_view(caller: &Caller, approval: &Approval) -> bool {
+pub(super) fn may_view(caller: &Caller, approval: &Approval) -> bool {
     caller.is_approver() || (caller.is_gated() && caller.requester() == approval.requester)
 }
 
 /// All checks before a vote reaches the store (which enforces pending-ness and one vote each).
-pub(crate) fn check_vote(
+pub(super) fn check_vote(
     caller: &Caller,
     approval: &Approval,
     kind: VoteKind,
@@ -225,7 +225,7 @@ pub(crate) fn is_self_approval(
 }
 
 /// May this caller withdraw this approval? Only the gated requester itself.
-pub(crate) fn check_withdraw(caller: &Caller, approval: &Approval) -> Result<(), ApiError> {
+pub(super) fn check_withdraw(caller: &Caller, approval: &Approval) -> Result<(), ApiError> {
     if caller.is_gated() && caller.requester() == approval.requester {
         Ok(())
     } else {

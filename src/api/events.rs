@@ -35,11 +35,11 @@ pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
 const CATCH_UP_PAGE: u32 = 500;
 
 #[derive(Debug, Deserialize)]
-pub(crate) struct EventsQuery {
+pub(super) struct EventsQuery {
     last_event_id: Option<String>,
 }
 
-pub(crate) async fn stream(
+pub(super) async fn stream(
     State(st): State<AdminState>,
     headers: HeaderMap,
     Query(q): Query<EventsQuery>,

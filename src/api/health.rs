@@ -16,7 +16,7 @@ use crate::store::{Store, StoreError};
 
 /// `Metrics::encode` writes the Prometheus text format 0.0.4 (what `promtool check metrics` and
 /// every Prometheus server read).
-pub(crate) const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(super) const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub(crate) async fn metrics(State(st): State<AdminState>) -> Response {
     st.pending.refresh(&st.store, &st.metrics).await;
@@ -28,7 +28,7 @@ pub(crate) async fn metrics(State(st): State<AdminState>) -> Response {
     resp
 }
 
-pub(crate) async fn healthz() -> &'static str {
+pub(super) async fn healthz() -> &'static str {
     "ok\n"
 }
 

@@ -26,7 +26,7 @@ const STYLE: &str = include_str!("inbox.css");
 const ICON: &str = include_str!("favicon.svg");
 
 /// Same-origin script, style and API calls only; nothing inline, nothing framed, no form posts.
-pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+pub(super) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; \
      frame-ancestors 'none'";
 
@@ -46,7 +46,7 @@ pub(crate) async fn page() -> impl IntoResponse {
 }
 
 /// `GET /inbox.js`: the page's only script.
-pub(crate) async fn script() -> impl IntoResponse {
+pub(super) async fn script() -> impl IntoResponse {
     asset("text/javascript; charset=utf-8", SCRIPT)
 }
 
@@ -56,7 +56,7 @@ pub(crate) async fn style() -> impl IntoResponse {
 }
 
 /// `GET /favicon.svg`: without it the browser asks for `/favicon.ico` and logs a 404.
-pub(crate) async fn icon() -> impl IntoResponse {
+pub(super) async fn icon() -> impl IntoResponse {
     asset("image/svg+xml", ICON)
 }
 

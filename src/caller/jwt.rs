@@ -88,7 +88,7 @@ impl JwtVerifier {
     }
 
     /// As [`Self::new`] with the given `jwks_url` rate limit and timeout, and no start-up fetch.
-    pub(crate) fn with_jwks_timing(
+    pub(super) fn with_jwks_timing(
         settings: JwtSettings,
         timing: JwksTiming,
     ) -> Result<Self, Vec<String>> {
@@ -139,7 +139,7 @@ impl JwtVerifier {
     }
 
     /// Start the first `jwks_url` fetch in the background (no-op without a URL or a runtime).
-    pub(crate) fn spawn_prefetch(&self) {
+    pub(super) fn spawn_prefetch(&self) {
         if let (Some(jwks), Ok(rt)) = (&self.jwks, tokio::runtime::Handle::try_current()) {
             let jwks = Arc::clone(jwks);
             rt.spawn(async move { jwks.prefetch().await });
@@ -148,7 +148,7 @@ impl JwtVerifier {
 
     /// Fetch the `jwks_url` keys now, unless a fetch already happened (no-op without a URL).
     #[cfg(test)]
-    pub(crate) async fn prefetch(&self) {
+    pub(super) async fn prefetch(&self) {
         if let Some(jwks) = &self.jwks {
             jwks.prefetch().await;
         }
@@ -168,7 +168,7 @@ impl JwtVerifier {
 
     /// As [`Self::verify`], but a token whose `kid` no key has (or that no key fits) first asks
     /// for a `jwks_url` refresh (rate-limited, single-flight) and is then verified once more.
-    pub(crate) async fn verify_with_refresh(
+    pub(super) async fn verify_with_refresh(
         &self,
         token: &str,
         now_unix: u64,
@@ -314,7 +314,7 @@ impl JwtVerifier {
 
 /// Three base64url parts separated by dots; the signature may be empty (so `alg: none` tokens
 /// are judged, and rejected, by the JWT rules rather than passed through).
-pub(crate) fn is_jwt_shaped(bearer: &str) -> bool {
+pub(super) fn is_jwt_shaped(bearer: &str) -> bool {
     let b64url = |s: &str| {
         s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')

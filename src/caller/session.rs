@@ -35,7 +35,7 @@ use sha2::{Digest, Sha256};
 use super::{CallerError, When};
 
 /// Most cached answers kept at once.
-pub(crate) const MAX_CACHED: usize = 10_000;
+pub(super) const MAX_CACHED: usize = 10_000;
 /// Largest answer body read from the endpoint.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
@@ -103,7 +103,7 @@ impl HttpSource {
     }
 
     /// Does the request carry any of the headers this source forwards (e.g. `Cookie`)?
-    pub(crate) fn forwards_any(&self, headers: &http::HeaderMap) -> bool {
+    pub(super) fn forwards_any(&self, headers: &http::HeaderMap) -> bool {
         self.settings
             .forward_headers
             .iter()

@@ -40,7 +40,7 @@ pub(crate) fn compile(root: &Section<'_>, env: Env<'_>, mode: Mode, errs: &mut E
 /// exactly its static claims, and only for the class that wins on them (the first whose `when`
 /// holds); a `sql` source, the claims its query names (a claim name that is not an identifier
 /// of the query — unquoted ones as Postgres folds them to lower case — cannot be a column).
-pub(crate) fn check_gated_reachable(callers: &Callers, errs: &mut Errors) {
+pub(super) fn check_gated_reachable(callers: &Callers, errs: &mut Errors) {
     let gated: Vec<(usize, &CallerClass)> = callers
         .classes
         .iter()

@@ -12,7 +12,7 @@ use super::ConfigError;
 
 /// Collects every problem, in file order.
 #[derive(Debug, Default)]
-pub(crate) struct Errors(pub(crate) Vec<ConfigError>);
+pub(super) struct Errors(pub(crate) Vec<ConfigError>);
 
 impl Errors {
     pub(crate) fn push(&mut self, at: impl Into<String>, message: impl Into<String>) {
@@ -24,7 +24,7 @@ impl Errors {
 }
 
 /// One table of the file with its path, read key by key.
-pub(crate) struct Section<'a> {
+pub(super) struct Section<'a> {
     pub(crate) at: String,
     table: &'a Table,
 }
@@ -38,7 +38,7 @@ impl<'a> Section<'a> {
     }
 
     /// Path of `key` inside this table (`routes[2].path`, or `listen` itself at top level).
-    pub(crate) fn key_at(&self, key: &str) -> String {
+    pub(super) fn key_at(&self, key: &str) -> String {
         if self.at.is_empty() {
             key.to_owned()
         } else {
@@ -47,7 +47,7 @@ impl<'a> Section<'a> {
     }
 
     /// Report every key not in `allowed`.
-    pub(crate) fn deny_unknown(&self, allowed: &[&str], errs: &mut Errors) {
+    pub(super) fn deny_unknown(&self, allowed: &[&str], errs: &mut Errors) {
         for key in self.table.keys() {
             if !allowed.contains(&key.as_str()) {
                 errs.push(
@@ -138,7 +138,7 @@ impl<'a> Section<'a> {
     }
 
     /// The string values of an inline table such as `context = { k = "v" }`, in file order.
-    pub(crate) fn string_map(&self, key: &str, errs: &mut Errors) -> Option<Vec<(String, String)>> {
+    pub(super) fn string_map(&self, key: &str, errs: &mut Errors) -> Option<Vec<(String, String)>> {
         let t = self.table(key, errs)?;
         let mut out = Vec::new();
         for (k, v) in t.table {
@@ -156,7 +156,7 @@ impl<'a> Section<'a> {
 
 /// `[listen]`.
 #[derive(Debug, Default)]
-pub(crate) struct RawListen {
+pub(super) struct RawListen {
     pub(crate) proxy: Option<String>,
     pub(crate) admin: Option<String>,
     pub(crate) trusted_proxies: Option<Vec<String>>,
@@ -166,7 +166,7 @@ pub(crate) struct RawListen {
 
 /// `[upstream]`.
 #[derive(Debug, Default)]
-pub(crate) struct RawUpstream {
+pub(super) struct RawUpstream {
     pub(crate) url: Option<String>,
     pub(crate) connect_timeout: Option<String>,
     pub(crate) request_timeout: Option<String>,
@@ -174,7 +174,7 @@ pub(crate) struct RawUpstream {
 
 /// `[gate]`.
 #[derive(Debug, Default)]
-pub(crate) struct RawGate {
+pub(super) struct RawGate {
     pub(crate) pending_ttl: Option<String>,
     pub(crate) approval_ttl: Option<String>,
     pub(crate) max_body_bytes: Option<i64>,
@@ -187,7 +187,7 @@ pub(crate) struct RawGate {
 
 /// The top-level tables that are plain key/value sections.
 #[derive(Debug, Default)]
-pub(crate) struct RawConfig {
+pub(super) struct RawConfig {
     pub(crate) listen: RawListen,
     pub(crate) upstream: RawUpstream,
     pub(crate) store_url: Option<String>,
@@ -195,7 +195,7 @@ pub(crate) struct RawConfig {
 }
 
 /// Top-level keys the file may hold.
-pub(crate) const TOP_LEVEL: &[&str] = &[
+pub(super) const TOP_LEVEL: &[&str] = &[
     "listen",
     "upstream",
     "store",

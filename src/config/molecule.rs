@@ -25,7 +25,7 @@ const KEYS: &[&str] = &[
 ];
 
 /// How often the mirror re-checks the server's rows and catches up (tests shorten it).
-pub(crate) const DEFAULT_RESYNC: Duration = Duration::from_secs(10);
+pub(super) const DEFAULT_RESYNC: Duration = Duration::from_secs(10);
 
 /// The canvas mirror's settings (present only when `mirror_approvals = true`).
 #[derive(Clone)]

@@ -15,7 +15,7 @@ use crate::store::EventKind;
 const KEYS: &[&str] = &["kind", "url", "url_env", "secret_env", "events", "name"];
 
 /// The transitions a target may ask for (the SSE kinds), in lifecycle order.
-pub(crate) const EVENTS: [EventKind; 7] = [
+pub(super) const EVENTS: [EventKind; 7] = [
     EventKind::Requested,
     EventKind::Approved,
     EventKind::Denied,

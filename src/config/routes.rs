@@ -29,7 +29,7 @@ const ROUTE_KEYS: &[&str] = &[
     "unknown_callers",
 ];
 
-pub(crate) fn compile_routes(root: &Section<'_>, errs: &mut Errors) -> RouteTable<Arc<GateRule>> {
+pub(super) fn compile_routes(root: &Section<'_>, errs: &mut Errors) -> RouteTable<Arc<GateRule>> {
     let mut table = RouteTable::new();
     for s in root.tables("routes", errs) {
         s.deny_unknown(ROUTE_KEYS, errs);
@@ -51,7 +51,7 @@ pub(crate) fn compile_routes(root: &Section<'_>, errs: &mut Errors) -> RouteTabl
     table
 }
 
-pub(crate) fn compile_guards(root: &Section<'_>, errs: &mut Errors) -> RouteTable<GuardRule> {
+pub(super) fn compile_guards(root: &Section<'_>, errs: &mut Errors) -> RouteTable<GuardRule> {
     let mut table = RouteTable::new();
     for s in root.tables("guards", errs) {
         s.deny_unknown(&["method", "methods", "path"], errs);

@@ -101,7 +101,7 @@ fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
 }
 
 /// An env var's value, `None` when unset or empty.
-pub(crate) fn nonempty_env(env: Env<'_>, name: &str) -> Option<String> {
+pub(super) fn nonempty_env(env: Env<'_>, name: &str) -> Option<String> {
     env(name).filter(|v| !v.trim().is_empty())
 }
 
@@ -224,7 +224,7 @@ fn upstream(raw: &RawUpstream, env: Env<'_>, errs: &mut Errors) -> Upstream {
 }
 
 /// `http://host[:port][/prefix]`, normalised without a trailing `/`.
-pub(crate) fn upstream_url(s: &str) -> Result<http::Uri, String> {
+pub(super) fn upstream_url(s: &str) -> Result<http::Uri, String> {
     let uri: http::Uri = s
         .parse()
         .map_err(|e| format!("{s:?} is not an http:// URL: {e}"))?;
@@ -283,7 +283,7 @@ fn store(file_url: Option<String>, env: Env<'_>, errs: &mut Errors) -> StoreSett
 }
 
 /// An http(s) base URL, returned without a trailing `/`.
-pub(crate) fn http_base_url(s: &str) -> Result<String, String> {
+pub(super) fn http_base_url(s: &str) -> Result<String, String> {
     let uri: http::Uri = s
         .parse()
         .map_err(|e| format!("{s:?} is not an http(s) URL: {e}"))?;

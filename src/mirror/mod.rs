@@ -49,7 +49,7 @@ use crate::store::{
 };
 use arc_swap::ArcSwap;
 
-pub(crate) use server::ServerError;
+use server::ServerError;
 
 /// The actor of the mirror's audit events.
 pub(crate) const ACTOR: &str = "approval-gateway-mirror";

@@ -15,14 +15,14 @@ use crate::config::MirrorSettings;
 use crate::store::Approval;
 
 /// One call's bound, connection included.
-pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The server answers at most this many rows on `GET /approvals/pending`.
-pub(crate) const PENDING_LIST_MAX: usize = 50;
+pub(super) const PENDING_LIST_MAX: usize = 50;
 /// Largest answer read from the server.
 const MAX_ANSWER: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ServerError {
+pub(super) enum ServerError {
     #[error("{0}")]
     Transport(String),
     #[error("timed out after {CALL_TIMEOUT:?}")]

@@ -50,7 +50,7 @@ pub enum Normalized<'a> {
 ///
 /// One pass over the bytes (this runs on every request while the gate is on): a `.` only
 /// matters when it starts a segment and the segment is `.` or `..`.
-pub(crate) fn needs_normalisation(raw: &str) -> bool {
+pub(super) fn needs_normalisation(raw: &str) -> bool {
     let b = raw.as_bytes();
     let mut i = 0;
     while i < b.len() {

@@ -28,7 +28,7 @@ enum Segment {
 }
 
 /// Specificity key: literal count, then per-segment kinds (greater = more specific).
-pub(crate) type Rank = (usize, Vec<u8>);
+pub(super) type Rank = (usize, Vec<u8>);
 
 const KIND_LITERAL: u8 = 3;
 const KIND_PARAM: u8 = 2;
@@ -86,7 +86,7 @@ impl Pattern {
     }
 
     /// The specificity key of this pattern; see the module doc.
-    pub(crate) fn rank(&self) -> Rank {
+    pub(super) fn rank(&self) -> Rank {
         let literals = self
             .segments
             .iter()
@@ -108,7 +108,7 @@ impl Pattern {
     }
 
     /// Whether the (already normalised) path segments match. Allocates nothing.
-    pub(crate) fn is_match<'a>(&self, mut path: impl Iterator<Item = &'a str>) -> bool {
+    pub(super) fn is_match<'a>(&self, mut path: impl Iterator<Item = &'a str>) -> bool {
         for seg in &self.segments {
             match (seg, path.next()) {
                 (Segment::Rest(_), _) => return true,

@@ -55,7 +55,7 @@ impl Default for JwksTiming {
 
 /// Why a fetch left the cache as it was. Logged, never shown to clients.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum JwksFetchError {
+pub(super) enum JwksFetchError {
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("request failed: {0}")]

@@ -65,9 +65,9 @@ pub(crate) struct Listen {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyTimeouts {
     /// The whole body of a gated request that is buffered must arrive within this (else 408).
-    pub read: Duration,
+    pub(crate) read: Duration,
     /// A body relayed as it arrives is aborted when nothing arrives for this long.
-    pub idle: Duration,
+    pub(crate) idle: Duration,
 }
 
 impl Default for BodyTimeouts {
@@ -104,7 +104,7 @@ pub(crate) struct StoreSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuardRule {
     /// `"METHOD path"` as configured, for logs.
-    pub name: String,
+    pub(crate) name: String,
 }
 
 /// Gate settings from `[gate]` plus the mode from the env flag.

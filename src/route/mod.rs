@@ -54,7 +54,7 @@ pub struct RouteMatch<'t, T> {
 /// An invalid path pattern in the config (reported by config validation with table and key).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct PatternError(pub String);
+pub struct PatternError(pub(crate) String);
 
 /// Routes (or guards) compiled once at load, shared immutably behind an `Arc`.
 #[derive(Debug)]

@@ -40,12 +40,12 @@ use super::{GateError, RequestView};
 
 /// The context key the bound request is stored under. A route with `bind = "request"` may not
 /// name a context key of its own this way (config validation).
-pub const KEY: &str = "request";
+pub(crate) const KEY: &str = "request";
 /// Largest canonical JSON body shown whole in the approval; larger ones are bound by digest.
 pub const SHOWN_BYTES: usize = 4096;
 
 /// The bound request of `req`, whose buffered body is `body`.
-pub fn request(req: &RequestView<'_>, body: &Body<'_>) -> Result<Value, GateError> {
+pub(crate) fn request(req: &RequestView<'_>, body: &Body<'_>) -> Result<Value, GateError> {
     let mut out = Map::new();
     out.insert("method".into(), Value::String(req.method.as_str().into()));
     out.insert("path".into(), Value::String(req.path.into()));
@@ -62,7 +62,7 @@ pub fn request(req: &RequestView<'_>, body: &Body<'_>) -> Result<Value, GateErro
 
 /// How a body is bound: shown whole (canonical JSON, or null for none), or by digest.
 #[derive(Debug, Clone, PartialEq)]
-pub enum BodyBinding {
+pub(crate) enum BodyBinding {
     Shown(Value),
     Digest(Value),
 }
@@ -138,7 +138,7 @@ pub fn body_value(raw: &[u8]) -> Result<Value, GateError> {
 }
 
 /// The body's bound form (see the module doc).
-pub fn body_binding(raw: &[u8]) -> Result<BodyBinding, GateError> {
+pub(crate) fn body_binding(raw: &[u8]) -> Result<BodyBinding, GateError> {
     if raw.is_empty() {
         return Ok(BodyBinding::Shown(Value::Null));
     }

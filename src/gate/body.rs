@@ -38,7 +38,7 @@ pub struct BodyPointer {
 
 impl BodyPointer {
     /// Parse what follows `body.`: dotted (`a.b`) or a JSON pointer (`/a/b`, `~0`/`~1` escapes).
-    pub fn parse(pointer: &str) -> Result<Self, String> {
+    pub(crate) fn parse(pointer: &str) -> Result<Self, String> {
         let segments: Vec<String> = match pointer.strip_prefix('/') {
             Some(rest) => rest
                 .split('/')
@@ -56,14 +56,15 @@ impl BodyPointer {
     }
 
     /// The reference as written, e.g. `body.key`.
-    pub fn written(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn written(&self) -> &str {
         &self.written
     }
 }
 
 /// A JSON value that keeps every object member in order, duplicates included.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Node {
+pub(crate) enum Node {
     Null,
     Bool(bool),
     /// Go decodes every JSON number into a `float64`.
@@ -89,19 +90,19 @@ impl<'a> Body<'a> {
     }
 
     /// Lowercase hex SHA-256 of the raw body (no body: of no bytes).
-    pub fn sha256_hex(&self) -> String {
+    pub(crate) fn sha256_hex(&self) -> String {
         use sha2::{Digest, Sha256};
         hex::encode(Sha256::digest(self.raw.unwrap_or_default()))
     }
 
     /// The raw bytes, when buffered.
-    pub fn raw(&self) -> Option<&'a [u8]> {
+    pub(crate) fn raw(&self) -> Option<&'a [u8]> {
         self.raw
     }
 
     /// Whether `ptr` names a present, non-null field. A body of no bytes (or only white space)
     /// has no fields; any other body that is not a JSON object is `BodyNotJson`.
-    pub fn has(&self, ptr: &BodyPointer) -> Result<bool, GateError> {
+    pub(crate) fn has(&self, ptr: &BodyPointer) -> Result<bool, GateError> {
         if self
             .raw
             .unwrap_or_default()
@@ -130,7 +131,7 @@ impl<'a> Body<'a> {
     }
 
     /// Append the text of the field `ptr` names to `out`.
-    pub fn render(&self, ptr: &BodyPointer, out: &mut String) -> Result<(), GateError> {
+    pub(crate) fn render(&self, ptr: &BodyPointer, out: &mut String) -> Result<(), GateError> {
         let field = || ptr.written.clone();
         let root = self
             .root()
@@ -185,12 +186,12 @@ fn array_index(seg: &str) -> Option<usize> {
 
 /// Whether the JSON object key `key` binds to the struct field name `name`: Go 1.21+
 /// `encoding/json` (the upstream runs Go 1.25) compares `foldName(key)` with `foldName(name)`.
-pub fn key_binds(name: &str, key: &str) -> bool {
+pub(crate) fn key_binds(name: &str, key: &str) -> bool {
     name == key || name.chars().map(fold_rune).eq(key.chars().map(fold_rune))
 }
 
 /// `key` under Go's folding: two keys bind the same struct field exactly when these are equal.
-pub fn fold_key(key: &str) -> String {
+pub(crate) fn fold_key(key: &str) -> String {
     key.chars().map(fold_rune).collect()
 }
 

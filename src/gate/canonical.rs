@@ -22,7 +22,7 @@ pub fn canonical_json(v: &Value) -> String {
 }
 
 /// The canonical encoding of an object, for callers that hold a `Map` rather than a `Value`.
-pub fn canonical_object(map: &Map<String, Value>) -> String {
+pub(crate) fn canonical_object(map: &Map<String, Value>) -> String {
     let mut out = String::with_capacity(64);
     write_object(&mut out, map);
     out

@@ -23,33 +23,33 @@ use crate::caller::{self, Caller};
 use crate::route::{self, Params};
 
 /// One request on the gated path, as the decision sees it. Borrowed from the request.
-pub struct Call<'a> {
-    pub method: &'a Method,
-    pub uri: &'a Uri,
-    pub headers: &'a HeaderMap,
-    pub caller: &'a Caller,
+pub(crate) struct Call<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) uri: &'a Uri,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) caller: &'a Caller,
     /// A guard matched the request.
-    pub guard: bool,
+    pub(crate) guard: bool,
     /// The destructive route that matched, with its path parameters.
-    pub route: Option<(&'a GateRule, &'a Params)>,
+    pub(crate) route: Option<(&'a GateRule, &'a Params)>,
     /// The body, once read; `None` until [`Outcome::ReadBody`] asked for it.
-    pub body: Option<&'a [u8]>,
+    pub(crate) body: Option<&'a [u8]>,
 }
 
 /// The `[gate]` settings a decision reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// The global mode (the env flag).
-    pub mode: Mode,
-    pub unknown_callers: UnknownCallers,
+    pub(crate) mode: Mode,
+    pub(crate) unknown_callers: UnknownCallers,
     /// The default quorum.
-    pub approvals_required: u32,
+    pub(crate) approvals_required: u32,
 }
 
 /// What the proxy does with one request on the gated path.
 #[must_use]
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Forward untouched: the caller is not gated (or is unknown and may pass), a gated caller
     /// hit no route (only a guard that lets it through: none does) or the route's effective
     /// mode is off.
@@ -71,7 +71,7 @@ pub enum Outcome {
 
 /// Why a request is refused at the gate.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// An unrecognised caller where `unknown_callers = "refuse"`, in enforce mode (401): why
     /// it is unknown.
     UnknownCaller(&'static str),
@@ -88,7 +88,7 @@ pub enum Refusal {
 }
 
 /// Decide what becomes of this request.
-pub fn decide(call: &Call<'_>, settings: &Settings) -> Outcome {
+pub(crate) fn decide(call: &Call<'_>, settings: &Settings) -> Outcome {
     let rule = call.route.map(|(rule, _)| rule);
     let mode = effective_mode(settings.mode, rule);
     let mut would_refuse = None;

@@ -13,7 +13,7 @@ pub fn request_hash(scope: &str, action: &str, context: &serde_json::Value) -> S
 }
 
 /// [`request_hash`] of a context object held as a `Map` (what [`super::decide`] builds).
-pub fn request_hash_of_map(
+pub(crate) fn request_hash_of_map(
     scope: &str,
     action: &str,
     context: &serde_json::Map<String, serde_json::Value>,

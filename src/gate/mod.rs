@@ -15,16 +15,16 @@
 
 pub mod binding;
 pub mod body;
-pub mod canonical;
+mod canonical;
 mod decide;
 pub mod hash;
-pub mod mode;
-pub mod template;
+mod mode;
+mod template;
 
 pub use canonical::canonical_json;
 pub(crate) use decide::{decide, Call, Outcome, Refusal, Settings};
 pub use hash::request_hash;
-pub use mode::{Mode, ModeError};
+pub use mode::Mode;
 pub use template::{Template, TemplateError};
 
 use std::sync::Arc;
@@ -39,23 +39,23 @@ use crate::route::Params;
 #[derive(Debug)]
 pub struct GateRule {
     pub action: Arc<str>,
-    pub scope: Template,
-    pub reason: Template,
+    pub(crate) scope: Template,
+    pub(crate) reason: Template,
     /// Context keys in config order; rendered values are JSON strings.
-    pub context: Vec<(String, Template)>,
+    pub(crate) context: Vec<(String, Template)>,
     /// Per-route ceiling: the effective mode is `min(global, this)`.
-    pub mode: Option<Mode>,
+    pub(crate) mode: Option<Mode>,
     /// Per-route quorum override.
-    pub approvals_required: Option<u32>,
+    pub(crate) approvals_required: Option<u32>,
     /// What the approval's identity covers (`bind`, default [`Bind::Request`]).
-    pub bind: Bind,
+    pub(crate) bind: Bind,
     /// Per-route override of `[gate] unknown_callers`.
-    pub unknown_callers: Option<UnknownCallers>,
+    pub(crate) unknown_callers: Option<UnknownCallers>,
 }
 
 /// What an approval binds (route key `bind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Bind {
+pub(crate) enum Bind {
     /// Scope, action, context, and the whole request the upstream acts on: method, path,
     /// every query parameter, the body (`binding.rs`), under the context key [`binding::KEY`].
     #[default]
@@ -90,13 +90,13 @@ pub struct RequestView<'a> {
 
 /// The identity and description of the approval a gated request needs.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Gated {
-    pub action: Arc<str>,
-    pub scope: String,
-    pub reason: String,
-    pub context: Map<String, Value>,
-    pub request_hash: String,
-    pub approvals_required: u32,
+pub(crate) struct Gated {
+    pub(crate) action: Arc<str>,
+    pub(crate) scope: String,
+    pub(crate) reason: String,
+    pub(crate) context: Map<String, Value>,
+    pub(crate) request_hash: String,
+    pub(crate) approvals_required: u32,
 }
 
 /// Why a gated request cannot be evaluated. All are the downstream's fault (400).
@@ -133,7 +133,7 @@ pub enum GateError {
 impl GateRule {
     /// Whether the body is part of the identity or any template reads it, so the proxy must
     /// buffer it.
-    pub fn needs_body(&self) -> bool {
+    pub(crate) fn needs_body(&self) -> bool {
         self.bind == Bind::Request
             || self.scope.needs_body()
             || self.reason.needs_body()

@@ -10,16 +10,16 @@ pub enum Mode {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("MOLECULE_PLATFORM_APPROVAL_GATE={value:?} is not accepted; use one of: unset, \"\", 0, false, off, no (off); shadow; 1, true, on, yes, enforce (enforce)")]
-pub struct ModeError {
-    pub value: String,
+pub(crate) struct ModeError {
+    pub(crate) value: String,
 }
 
 impl Mode {
     /// The env flag's name.
-    pub const ENV: &'static str = "MOLECULE_PLATFORM_APPROVAL_GATE";
+    pub(crate) const ENV: &'static str = "MOLECULE_PLATFORM_APPROVAL_GATE";
 
     /// Parse the env flag (case-insensitive); `None` (unset) is off.
-    pub fn from_flag(value: Option<&str>) -> Result<Mode, ModeError> {
+    pub(crate) fn from_flag(value: Option<&str>) -> Result<Mode, ModeError> {
         let Some(raw) = value else {
             return Ok(Mode::Off);
         };
@@ -34,11 +34,11 @@ impl Mode {
     }
 
     /// Gauge value for `approval_gateway_gate_mode`.
-    pub fn gauge(self) -> i64 {
+    pub(crate) fn gauge(self) -> i64 {
         self as i64
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Mode::Off => "off",
             Mode::Shadow => "shadow",

@@ -55,7 +55,7 @@ enum Part {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct TemplateError(pub String);
+pub struct TemplateError(pub(crate) String);
 
 impl Template {
     pub fn parse(source: &str) -> Result<Self, TemplateError> {
@@ -102,7 +102,7 @@ impl Template {
         })
     }
 
-    pub fn needs_body(&self) -> bool {
+    pub(crate) fn needs_body(&self) -> bool {
         self.parts.iter().any(Part::needs_body)
     }
 
@@ -111,7 +111,7 @@ impl Template {
     }
 
     /// Names of the `{path.NAME}` references, for checking them against the route pattern.
-    pub fn path_params(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn path_params(&self) -> impl Iterator<Item = &str> {
         self.parts.iter().filter_map(|p| match p {
             Part::Path(name) => Some(name.as_str()),
             Part::Defaulted(inner, _) => match &**inner {

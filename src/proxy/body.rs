@@ -9,7 +9,7 @@ use super::upstream::body::BodyFault;
 
 /// Why a request body could not be buffered.
 #[derive(Debug, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     #[error("request body exceeds {limit} bytes")]
     TooLarge { limit: usize },
     #[error("request body could not be read")]
@@ -18,7 +18,7 @@ pub enum BodyError {
 
 /// Buffer `body` whole, failing as soon as it exceeds `limit` bytes (a declared
 /// `Content-Length` above the limit fails before anything is read). Trailers are dropped.
-pub async fn read_limited<B>(mut body: B, limit: usize) -> Result<Bytes, BodyError>
+pub(crate) async fn read_limited<B>(mut body: B, limit: usize) -> Result<Bytes, BodyError>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BodyFault>,

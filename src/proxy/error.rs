@@ -21,11 +21,11 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 /// An RFC 9457 problem. `kind` is the `type` member: a stable URN per kind of error.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub status: StatusCode,
-    pub kind: &'static str,
-    pub title: &'static str,
-    pub detail: Cow<'static, str>,
+pub(crate) struct Problem {
+    pub(crate) status: StatusCode,
+    pub(crate) kind: &'static str,
+    pub(crate) title: &'static str,
+    pub(crate) detail: Cow<'static, str>,
 }
 
 #[derive(serde::Serialize)]
@@ -38,7 +38,7 @@ struct ProblemBody<'a> {
 }
 
 impl Problem {
-    pub fn new(
+    pub(crate) fn new(
         status: StatusCode,
         kind: &'static str,
         title: &'static str,
@@ -53,7 +53,7 @@ impl Problem {
     }
 
     /// The serialized body (for tests and for the admin API, which shares the shape).
-    pub fn to_json(&self) -> Vec<u8> {
+    pub(crate) fn to_json(&self) -> Vec<u8> {
         let body = ProblemBody {
             kind: self.kind,
             title: self.title,
@@ -64,7 +64,7 @@ impl Problem {
         serde_json::to_vec(&body).unwrap_or_default()
     }
 
-    pub fn into_response(self) -> Response<ProxyBody> {
+    pub(crate) fn into_response(self) -> Response<ProxyBody> {
         let mut headers = HeaderMap::with_capacity(1);
         headers.insert(CONTENT_TYPE, PROBLEM_JSON);
         build(self.status, headers, Bytes::from(self.to_json()))
@@ -73,7 +73,7 @@ impl Problem {
 
 /// A JSON response (e.g. the gate's 202): `headers` are sent as given, plus
 /// `Content-Type: application/json` unless `headers` already names one.
-pub fn json(
+pub(crate) fn json(
     status: StatusCode,
     mut headers: HeaderMap,
     body: impl Into<Bytes>,
@@ -91,7 +91,7 @@ fn build(status: StatusCode, headers: HeaderMap, body: Bytes) -> Response<ProxyB
 
 /// Everything that can stop the proxy from answering with the upstream's response.
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     /// The upstream leg failed (`upstream/error.rs`); its statuses are decided here too.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
@@ -133,7 +133,7 @@ impl ProxyError {
     /// What the approval a request consumed records when that request got no upstream answer.
     /// It is never sent again, so the text says plainly whether the upstream may have acted on
     /// it (the request may have been written before the failure).
-    pub fn upstream_outcome(&self) -> Cow<'static, str> {
+    pub(crate) fn upstream_outcome(&self) -> Cow<'static, str> {
         const CLOSED: &str =
             "connection closed before a response; the request may have been executed";
         use UpstreamError as U;
@@ -160,7 +160,7 @@ impl ProxyError {
     }
 
     /// The problem the client sees. Details are fixed texts or ones written for the client.
-    pub fn problem(&self) -> Problem {
+    pub(crate) fn problem(&self) -> Problem {
         use StatusCode as S;
         use UpstreamError as U;
         fn p(
@@ -254,7 +254,7 @@ impl ProxyError {
     }
 
     /// Log the cause chain (never sent to the client) and build the response.
-    pub fn into_response(self) -> Response<ProxyBody> {
+    pub(crate) fn into_response(self) -> Response<ProxyBody> {
         let problem = self.problem();
         if problem.status.is_server_error() {
             tracing::warn!(status = problem.status.as_u16(), error = %Chain(&self), "request failed");

@@ -34,7 +34,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// How long a client gets to send a request head, counted from when the gateway starts waiting
 /// for it (so it also closes idle keep-alive connections).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The downstream HTTP/1 settings: keep-alive, one `write` per response, and `header_read` as
 /// the head timeout, on the [`CoarseTimer`] (it fires up to [`super::upstream::timer::TICK`] late).
@@ -339,7 +339,7 @@ pub fn serve_sharded(
 /// Bind `addr` with `SO_REUSEPORT` and listen at once, so connections queue in the kernel
 /// before the shards start; hand the result to [`serve_sharded_from`]. Needs a runtime context.
 /// Fails, naming the address, when something already listens there (see [`probe`]).
-pub fn bind_reuseport(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+pub(crate) fn bind_reuseport(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     reuseport_socket(probe(addr)?)?.listen(1024)
 }
 
@@ -373,7 +373,7 @@ fn probe(addr: SocketAddr) -> std::io::Result<SocketAddr> {
 
 /// Like [`serve_sharded`], on an already listening first socket (see [`bind_reuseport`]); the
 /// other shards bind the same address with `SO_REUSEPORT`.
-pub fn serve_sharded_from(
+pub(crate) fn serve_sharded_from(
     first: std::net::TcpListener,
     shards: usize,
     proxy: Proxy,

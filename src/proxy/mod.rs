@@ -19,7 +19,7 @@ mod body;
 mod canvas_decide;
 mod gated;
 pub mod listener;
-pub mod error;
+mod error;
 pub mod upstream;
 
 use std::convert::Infallible;
@@ -31,11 +31,12 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use tokio::net::TcpListener;
 
-pub use body::{read_limited, BodyError};
-pub use error::{json, Problem, ProxyError};
-pub use upstream::body::{BodyFault, ProxyBody};
+pub(crate) use body::read_limited;
+pub(crate) use error::{json, Problem, ProxyError};
+pub(crate) use upstream::body::ProxyBody;
 use upstream::timer;
-pub use upstream::{Downstream, Upstream, UpstreamError, UpstreamUrlError};
+pub(crate) use upstream::Downstream;
+pub use upstream::{Upstream, UpstreamUrlError};
 
 use arc_swap::ArcSwap;
 
@@ -44,8 +45,6 @@ use crate::gate::{GateRule, Mode};
 use crate::metrics::Metrics;
 use crate::route::{self, RouteMatch};
 use crate::store::Store;
-
-pub use upstream::APPROVAL_ID;
 
 /// Default time in-flight requests get to finish after shutdown begins.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
@@ -92,7 +91,7 @@ impl Proxy {
 
     /// Answer decide calls on the canvas mirror's rows (`docs/molecule.md`) as votes in the gateway. Call
     /// right after [`Proxy::new`], before the proxy is cloned.
-    pub fn with_canvas_decide(mut self, on: bool) -> Self {
+    pub(crate) fn with_canvas_decide(mut self, on: bool) -> Self {
         match Arc::get_mut(&mut self.shared) {
             Some(shared) => shared.canvas_decide = on,
             None => tracing::error!("with_canvas_decide on a shared proxy: ignored"),
@@ -102,7 +101,7 @@ impl Proxy {
 
     /// Wait (at most `within`) for the work requests left running after their answers, so a
     /// stopping shard does not drop a consumed approval's upstream result with its runtime.
-    pub async fn finish_background(&self, within: Duration) {
+    pub(crate) async fn finish_background(&self, within: Duration) {
         let background = &self.shared.background;
         background.close();
         if tokio::time::timeout(within, background.wait())
@@ -119,7 +118,7 @@ impl Proxy {
     /// This proxy for one shard thread: the same upstream, policy and metrics, and a store
     /// handle whose connections belong to the calling thread's runtime
     /// ([`Store::for_this_thread`]). Call it on the shard's runtime.
-    pub fn for_this_thread(&self) -> Proxy {
+    pub(crate) fn for_this_thread(&self) -> Proxy {
         let s = &*self.shared;
         Proxy::new(
             s.upstream.clone(),
@@ -130,21 +129,13 @@ impl Proxy {
         .with_canvas_decide(s.canvas_decide)
     }
 
-    pub fn upstream(&self) -> &Upstream {
-        &self.shared.upstream
-    }
-
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.shared.metrics
-    }
-
     /// One request, start to finish. Never fails: every error becomes a problem response.
     ///
     /// Flag off: straight to the upstream, no route evaluation, no store. Otherwise a method
     /// no guard or route names is forwarded at once; for the rest, guards and routes are looked
     /// up on one normalisation of the path. Only a hit goes down the gated path (`gated/`),
     /// everything else is forwarded untouched.
-    pub async fn handle(
+    pub(crate) async fn handle(
         self,
         req: Request<Incoming>,
         down: Downstream,

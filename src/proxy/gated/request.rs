@@ -24,11 +24,11 @@ use crate::route::RouteMatch;
 
 /// A request that matched a guard and/or a route. `route` borrows from `policy`.
 pub(in crate::proxy) struct Matched<'p> {
-    pub policy: &'p Policy,
-    pub guard: bool,
-    pub route: Option<RouteMatch<'p, Arc<GateRule>>>,
+    pub(crate) policy: &'p Policy,
+    pub(crate) guard: bool,
+    pub(crate) route: Option<RouteMatch<'p, Arc<GateRule>>>,
     /// The canvas mirror's decide route (`canvas_decide.rs`), with the mirror on.
-    pub canvas_decide: bool,
+    pub(crate) canvas_decide: bool,
 }
 
 impl<'p> Matched<'p> {

@@ -48,7 +48,7 @@ pub enum BodyFault {
 }
 
 impl ProxyBody {
-    pub fn full(bytes: impl Into<Bytes>) -> Self {
+    pub(crate) fn full(bytes: impl Into<Bytes>) -> Self {
         Self::Full(Full::new(bytes.into()))
     }
 

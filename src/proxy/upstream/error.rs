@@ -10,7 +10,7 @@ use crate::metrics::UpstreamErrorKind;
 
 /// A failed upstream leg.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     #[error("upstream unreachable")]
     Connect(#[source] ConnectError),
     #[error("upstream did not answer within the request timeout")]
@@ -35,7 +35,7 @@ pub enum UpstreamError {
 
 impl UpstreamError {
     /// The upstream-error metric label, for errors on the upstream's side.
-    pub fn metric_kind(&self) -> Option<UpstreamErrorKind> {
+    pub(crate) fn metric_kind(&self) -> Option<UpstreamErrorKind> {
         match self {
             Self::Connect(_) => Some(UpstreamErrorKind::connect),
             Self::Timeout => Some(UpstreamErrorKind::timeout),

@@ -86,7 +86,7 @@ pub enum Resend {
 #[derive(Debug)]
 pub struct Failed {
     pub error: H1Error,
-    pub retry: bool,
+    pub(crate) retry: bool,
 }
 
 /// One upstream connection: its socket, the bytes read and not yet used, and the buffer the

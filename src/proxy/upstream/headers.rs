@@ -25,7 +25,7 @@ use super::h1;
 use super::Downstream;
 
 /// The header through which the gateway tells the upstream which approval a request consumed.
-pub static APPROVAL_ID: HeaderName = HeaderName::from_static("approval-id");
+pub(crate) static APPROVAL_ID: HeaderName = HeaderName::from_static("approval-id");
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");

@@ -46,19 +46,19 @@ use self::pool::Pool;
 use crate::config::BodyTimeouts;
 use crate::metrics::Metrics;
 
-pub use self::error::UpstreamError;
-pub use self::headers::APPROVAL_ID;
+pub(crate) use self::error::UpstreamError;
+pub(crate) use self::headers::APPROVAL_ID;
 
 /// Facts about the downstream connection, computed once per connection.
 #[derive(Debug, Clone)]
-pub struct Downstream {
-    pub addr: SocketAddr,
+pub(crate) struct Downstream {
+    pub(crate) addr: SocketAddr,
     /// The peer IP as a header value, built once per connection for `X-Forwarded-For`.
     ip: HeaderValue,
 }
 
 impl Downstream {
-    pub fn new(addr: SocketAddr) -> Self {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
         let ip = HeaderValue::try_from(addr.ip().to_canonical().to_string())
             .unwrap_or(HeaderValue::from_static("unknown"));
         Self { addr, ip }
@@ -68,7 +68,7 @@ impl Downstream {
 /// The upstream base URL is not usable (config validation should have caught it).
 #[derive(Debug, thiserror::Error)]
 #[error("upstream url `{0}` needs an http scheme and an authority")]
-pub struct UpstreamUrlError(pub String);
+pub struct UpstreamUrlError(pub(crate) String);
 
 /// The upstream: a pool of keep-alive connections and the base URL's parts.
 #[derive(Debug, Clone)]
@@ -110,12 +110,12 @@ impl Upstream {
     }
 
     /// The request-body timeouts (`[listen]`; 30 s each until set).
-    pub fn with_body_timeouts(mut self, timeouts: BodyTimeouts) -> Self {
+    pub(crate) fn with_body_timeouts(mut self, timeouts: BodyTimeouts) -> Self {
         self.body_timeouts = timeouts;
         self
     }
 
-    pub fn body_timeouts(&self) -> BodyTimeouts {
+    pub(crate) fn body_timeouts(&self) -> BodyTimeouts {
         self.body_timeouts
     }
 
@@ -125,7 +125,7 @@ impl Upstream {
     /// sent exactly once ([`Resend::Never`]), on a new connection: one the pool kept may have
     /// been closed by the upstream meanwhile, and it could not be retried. When that one send
     /// fails after the request went out, its fate is unknown and the caller gets the error.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         mut req: Request<ProxyBody>,
         down: &Downstream,

@@ -210,7 +210,7 @@ impl Pool {
 
 /// A connection out of the pool while its response body is relayed.
 #[derive(Debug)]
-pub struct Lease {
+pub(crate) struct Lease {
     tx: Sender,
     key: PoolKey,
 }

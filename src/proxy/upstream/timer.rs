@@ -28,10 +28,10 @@ use tokio::time::MissedTickBehavior;
 use super::shard;
 
 /// How often due deadlines are looked for: how late, at most, one fires.
-pub const TICK: Duration = Duration::from_millis(100);
+pub(crate) const TICK: Duration = Duration::from_millis(100);
 
 /// The current time on tokio's clock.
-pub fn now() -> Instant {
+pub(crate) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
@@ -203,7 +203,7 @@ impl Sleep for Deadline {}
 
 /// hyper's [`Timer`] on [`Deadline`]s (hyper uses it for the header-read timeout).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct CoarseTimer;
+pub(crate) struct CoarseTimer;
 
 impl Timer for CoarseTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Sleep>> {
@@ -246,7 +246,7 @@ pin_project_lite::pin_project! {
     /// `fut`, or `Err(Elapsed)` once its deadline has passed (see [`timeout`]). A deadline
     /// too far away to represent is `None`: never.
     #[derive(Debug)]
-    pub struct Timeout<F> {
+    pub(crate) struct Timeout<F> {
         #[pin]
         fut: F,
         deadline: Option<Deadline>,
@@ -255,11 +255,11 @@ pin_project_lite::pin_project! {
 
 /// The deadline passed before the future finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Elapsed;
+pub(crate) struct Elapsed;
 
 /// Run `fut` until `after` has passed since `from`, on the coarse clock. `fut` is polled first,
 /// so a future that is ready when its deadline is too still wins.
-pub fn timeout<F: Future>(from: Instant, after: Duration, fut: F) -> Timeout<F> {
+pub(crate) fn timeout<F: Future>(from: Instant, after: Duration, fut: F) -> Timeout<F> {
     Timeout {
         fut,
         deadline: from.checked_add(after).map(Deadline::new),

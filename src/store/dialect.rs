@@ -73,29 +73,29 @@ pub(super) trait Dialect: Send + Sync + Sized + 'static {
 /// of `new`'s identity (when `consume`), else reuse or create the pending one.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct GateCall<'a> {
-    pub new: &'a NewApproval,
-    pub ttl: Ttls,
-    pub now: DateTime<Utc>,
+    pub(super) new: &'a NewApproval,
+    pub(super) ttl: Ttls,
+    pub(super) now: DateTime<Utc>,
     /// `Gateway` for a proxied request, `Api` for `POST /v1/approvals`.
-    pub via: Via,
+    pub(super) via: Via,
     /// False for `POST /v1/approvals`, which never consumes (and, on Postgres, runs on the
     /// shared pool rather than the gate's connections).
-    pub consume: bool,
+    pub(super) consume: bool,
 }
 
 /// The upstream's answer to a request that consumed `id`, as both dialects record it.
 #[derive(Debug, Clone)]
 pub(super) struct UpstreamCall {
-    pub id: Uuid,
-    pub status: Option<u16>,
-    pub error: Option<String>,
+    pub(super) id: Uuid,
+    pub(super) status: Option<u16>,
+    pub(super) error: Option<String>,
     /// The `upstream` audit event's detail.
-    pub detail: Value,
-    pub now: DateTime<Utc>,
+    pub(super) detail: Value,
+    pub(super) now: DateTime<Utc>,
 }
 
 impl UpstreamCall {
-    pub fn new(id: ApprovalId, result: UpstreamResult, now: DateTime<Utc>) -> Self {
+    pub(super) fn new(id: ApprovalId, result: UpstreamResult, now: DateTime<Utc>) -> Self {
         let (status, error, detail) = match result {
             UpstreamResult::Status(s) => (Some(s), None, json!({ "status": s })),
             UpstreamResult::Error(e) => (None, Some(e.clone()), json!({ "error": e })),

@@ -102,7 +102,7 @@ impl Store {
     /// runtime, every read and write wakes that runtime's thread first. A shard's own set keeps
     /// each gated request's round trips on its thread. SQLite has one connection on a worker
     /// thread of its own either way: shared as is.
-    pub fn for_this_thread(&self) -> Store {
+    pub(crate) fn for_this_thread(&self) -> Store {
         let local = match &self.inner.backend {
             Backend::Postgres(pg) => Some(Arc::new(pg.sibling())),
             Backend::Sqlite(_) => None,

@@ -32,4 +32,4 @@ pub use model::{
 };
 
 /// The most approvals one list call returns (larger `limit`s are refused by the API).
-pub use rules::MAX_LIMIT as MAX_LIST_LIMIT;
+pub(crate) use rules::MAX_LIMIT as MAX_LIST_LIMIT;

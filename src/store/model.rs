@@ -64,7 +64,7 @@ impl Status {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "pending" => Status::Pending,
             "approved" => Status::Approved,
@@ -146,18 +146,11 @@ pub enum Origin {
 }
 
 impl Origin {
-    pub fn of(method: Option<&str>) -> Self {
+    fn of(method: Option<&str>) -> Self {
         if method.is_some() {
             Origin::Proxy
         } else {
             Origin::Agent
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Origin::Proxy => "proxy",
-            Origin::Agent => "agent",
         }
     }
 }
@@ -372,39 +365,39 @@ pub enum StoreError {
 /// An `approvals` row decoded into Rust types, before decisions and read-time expiry.
 #[derive(Debug, Clone)]
 pub(super) struct Row {
-    pub id: Uuid,
-    pub status: String,
-    pub action: String,
-    pub scope: String,
-    pub reason: String,
-    pub context: Value,
-    pub request_hash: String,
-    pub method: Option<String>,
-    pub path: Option<String>,
-    pub requester: String,
-    pub requester_actors: Value,
-    pub caller: Option<String>,
-    pub approvals_required: i64,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-    pub decided_at: Option<DateTime<Utc>>,
-    pub consumed_at: Option<DateTime<Utc>>,
-    pub upstream_status: Option<i64>,
-    pub upstream_error: Option<String>,
-    pub previous_id: Option<Uuid>,
+    pub(super) id: Uuid,
+    pub(super) status: String,
+    pub(super) action: String,
+    pub(super) scope: String,
+    pub(super) reason: String,
+    pub(super) context: Value,
+    pub(super) request_hash: String,
+    pub(super) method: Option<String>,
+    pub(super) path: Option<String>,
+    pub(super) requester: String,
+    pub(super) requester_actors: Value,
+    pub(super) caller: Option<String>,
+    pub(super) approvals_required: i64,
+    pub(super) created_at: DateTime<Utc>,
+    pub(super) expires_at: DateTime<Utc>,
+    pub(super) decided_at: Option<DateTime<Utc>>,
+    pub(super) consumed_at: Option<DateTime<Utc>>,
+    pub(super) upstream_status: Option<i64>,
+    pub(super) upstream_error: Option<String>,
+    pub(super) previous_id: Option<Uuid>,
 }
 
 impl Row {
-    pub fn status(&self) -> Result<Status, StoreError> {
+    pub(super) fn status(&self) -> Result<Status, StoreError> {
         Status::parse(&self.status).ok_or_else(|| corrupt("status", &self.status))
     }
 
     /// Open (pending/approved) and past its deadline.
-    pub fn is_due(&self, now: DateTime<Utc>) -> bool {
+    pub(super) fn is_due(&self, now: DateTime<Utc>) -> bool {
         matches!(self.status.as_str(), "pending" | "approved") && self.expires_at <= now
     }
 
-    pub fn into_approval(
+    pub(super) fn into_approval(
         self,
         decisions: Vec<DecisionRecord>,
         now: DateTime<Utc>,

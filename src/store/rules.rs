@@ -25,7 +25,7 @@ use super::*;
 
 /// Default and maximum page sizes of `list`.
 const DEFAULT_LIMIT: u32 = 50;
-pub const MAX_LIMIT: u32 = 200;
+pub(crate) const MAX_LIMIT: u32 = 200;
 
 /// Actor recorded on transitions the gateway makes on its own (expiry, upstream results).
 pub(super) const SYSTEM_ACTOR: &str = "gateway";

@@ -1,5 +1,5 @@
 //! What an approval binds with `bind = "request"` (the default): the request the upstream will
-//! act on, as one JSON object added to the context under [`KEY`], so it is both hashed into
+//! act on, as one JSON object added to the context under `KEY`, so it is both hashed into
 //! `request_hash` and shown to the human who decides.
 //!
 //! ```json
@@ -130,7 +130,7 @@ fn content_type(headers: &http::HeaderMap) -> Value {
         })
 }
 
-/// The body's bound form, shown or digest alike (see [`body_binding`]).
+/// The body's bound form, shown or digest alike (see `body_binding`).
 pub fn body_value(raw: &[u8]) -> Result<Value, GateError> {
     Ok(match body_binding(raw)? {
         BodyBinding::Shown(v) | BodyBinding::Digest(v) => v,

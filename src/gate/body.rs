@@ -9,7 +9,7 @@
 //! binds `k`, the long s `ſ` binds `s` and the dotless `ı` binds `i`. Go lets the last of several
 //! binding keys win, so a body where the segment binds more than once (exact duplicates included)
 //! is `FieldAmbiguous`: the upstream would act on a value other than the one the approval names.
-//! That is why the body is parsed into [`Node`], which keeps duplicate keys, instead of
+//! That is why the body is parsed into `Node`, which keeps duplicate keys, instead of
 //! `serde_json::Value`.
 //!
 //! Decisions: a string renders as is; a number as Go prints its `float64`; a bool as
@@ -82,6 +82,8 @@ pub struct Body<'a> {
 }
 
 impl<'a> Body<'a> {
+    /// The body as buffered (`None` when it was not read); nothing is parsed until a template reads
+    /// a field.
     pub fn new(raw: Option<&'a [u8]>) -> Self {
         Self {
             raw,

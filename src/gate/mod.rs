@@ -1,8 +1,8 @@
 //! Stage 4: the gate decision. Pure: no IO, no clock.
 //!
-//! Input: one request that hit a guard or a destructive route, as a [`Call`] (its head, the
+//! Input: one request that hit a guard or a destructive route, as a `Call` (its head, the
 //! classified caller, the matched [`GateRule`] with its path parameters, the body once read),
-//! and the `[gate]` [`Settings`]. Output: a `#[must_use]` [`Outcome`] — forward, shadow,
+//! and the `[gate]` `Settings`. Output: a `#[must_use]` `Outcome` — forward, shadow,
 //! refuse, read the body, or hold for an approval whose identity `(scope, action,
 //! request_hash)` the store consumes or creates. The proxy only carries it out.
 //!
@@ -38,6 +38,7 @@ use crate::route::Params;
 /// A configured destructive route: what the approval is called and what identifies it.
 #[derive(Debug)]
 pub struct GateRule {
+    /// The approval's `action` (route key `action`), shared by every approval the route asks for.
     pub action: Arc<str>,
     pub(crate) scope: Template,
     pub(crate) reason: Template,
@@ -77,14 +78,19 @@ pub enum UnknownCallers {
 
 /// Everything of the request that templates may read. Borrowed: nothing is copied until rendering.
 pub struct RequestView<'a> {
+    /// The request's method.
     pub method: &'a http::Method,
     /// The decoded path the upstream acts on (`route::path::plain`), e.g. `/workspaces/w1`.
     pub path: &'a str,
+    /// The route's path parameters, read by `{path.NAME}`.
     pub params: &'a Params,
+    /// The request URI as received; `{query.NAME}` reads its query.
     pub uri: &'a Uri,
+    /// The request headers, read by `{header.NAME}`.
     pub headers: &'a HeaderMap,
+    /// Who sent it, read by `{claim.NAME}` and `{caller}`.
     pub caller: &'a Caller,
-    /// `Some` only when [`GateRule::needs_body`] and the body was buffered.
+    /// `Some` only when `GateRule::needs_body` and the body was buffered.
     pub body: Option<&'a [u8]>,
 }
 
@@ -102,32 +108,61 @@ pub(crate) struct Gated {
 /// Why a gated request cannot be evaluated. All are the downstream's fault (400).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GateError {
+    /// A body field is read but the body is not a JSON object.
     #[error("request body is not a JSON object but the route reads `{field}` from it")]
-    BodyNotJson { field: String },
+    BodyNotJson {
+        /// The reference as the template writes it, e.g. `body.name`.
+        field: String,
+    },
+    /// A body field a template reads is absent (or `null`).
     #[error("request body lacks field `{field}`")]
-    FieldMissing { field: String },
+    FieldMissing {
+        /// The reference as the template writes it, e.g. `body.name`.
+        field: String,
+    },
+    /// A body field a template reads occurs more than once, in some letter case (Go binds it
+    /// case-insensitively).
     #[error("request body field `{field}` appears more than once (in some letter case)")]
-    FieldAmbiguous { field: String },
+    FieldAmbiguous {
+        /// The reference as the template writes it, e.g. `body.name`.
+        field: String,
+    },
+    /// A body field a template reads is an object or an array.
     #[error("request body field `{field}` is not a string, number or boolean")]
-    FieldNotScalar { field: String },
+    FieldNotScalar {
+        /// The reference as the template writes it, e.g. `body.name`.
+        field: String,
+    },
     /// A `{header.NAME}` reference whose value is not valid UTF-8: rendering it lossily or as
     /// empty would let different requests share one approval.
     #[error("request header `{header}` is not valid UTF-8 but the route reads it")]
-    HeaderNotUtf8 { header: String },
+    HeaderNotUtf8 {
+        /// The header's name.
+        header: String,
+    },
     /// The query cannot be read the one way the upstream reads it (Go `url.ParseQuery` drops
     /// pairs with a `;` or a malformed escape; invalid UTF-8 would be shown lossily).
     #[error("the query string is ambiguous: {why}")]
-    QueryAmbiguous { why: &'static str },
+    QueryAmbiguous {
+        /// What makes it ambiguous.
+        why: &'static str,
+    },
     /// A JSON body with a key that occurs twice (exactly or in another letter case) in one
     /// object: Go binds the last, and which one that is depends on member order.
     #[error("request body has the key `{key}` more than once (in some letter case) in one object")]
-    BodyKeyAmbiguous { key: String },
+    BodyKeyAmbiguous {
+        /// The key as it occurs the second time.
+        key: String,
+    },
     /// A JSON number a `float64` cannot hold exactly: the upstream may keep it exactly while
     /// the approval would show and bind a neighbour.
     #[error(
         "request body number `{literal}` cannot be bound exactly (it does not survive a float64)"
     )]
-    NumberInexact { literal: String },
+    NumberInexact {
+        /// The number as written in the body.
+        literal: String,
+    },
 }
 
 impl GateRule {

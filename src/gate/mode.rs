@@ -3,8 +3,11 @@
 /// Ordered: `Off < Shadow < Enforce`, so a route's ceiling is `min(global, route)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Mode {
+    /// The gate does nothing: every request is forwarded as is, without route lookup or store.
     Off,
+    /// Decisions are made, logged and counted, but every request is forwarded.
     Shadow,
+    /// Guards refuse and gated routes need an approval.
     Enforce,
 }
 

@@ -53,11 +53,15 @@ enum Part {
     Defaulted(Box<Part>, String),
 }
 
+/// Why a template does not parse; the message quotes the template.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct TemplateError(pub(crate) String);
 
 impl Template {
+    /// Parse a template from the config: literal text with `{SOURCE.NAME}` references (`{{` and
+    /// `}}` for literal braces). Every reference is resolved here, so rendering cannot meet an
+    /// unknown one.
     pub fn parse(source: &str) -> Result<Self, TemplateError> {
         let mut parts = Vec::new();
         let mut literal = String::new();
@@ -106,6 +110,7 @@ impl Template {
         self.parts.iter().any(Part::needs_body)
     }
 
+    /// The template as written in the config.
     pub fn source(&self) -> &str {
         &self.source
     }

@@ -7,7 +7,7 @@
 //! in-flight request and close (hyper's `graceful_shutdown`), wait up to `drain`, then abort the
 //! stragglers. hyper-util's `GracefulShutdown` cannot watch an HTTP/1 connection with upgrades
 //! enabled, so a `watch` channel carries the signal instead. A client hanging up is not an
-//! error (debug log). A client that takes longer than [`HEADER_READ_TIMEOUT`] to send a request
+//! error (debug log). A client that takes longer than `HEADER_READ_TIMEOUT` to send a request
 //! head, or leaves a keep-alive connection idle that long, is disconnected (`upstream/timer.rs`).
 
 use std::future::Future;
@@ -317,7 +317,7 @@ impl Sharded {
 
 /// Serve `proxy` on `shards` threads, each running its own single-threaded runtime and its own
 /// `SO_REUSEPORT` listener on `addr` (the kernel spreads connections over them, and a shard
-/// holding more than its share hands a new one on, see [`Balance`]). A connection,
+/// holding more than its share hands a new one on, see `Balance`). A connection,
 /// its handling and its upstream connections then stay on one thread: no cross-thread wake-ups,
 /// no work-stealing bookkeeping, and the upstream pool's per-shard stacks are hit every time
 /// (`upstream/shard.rs`).

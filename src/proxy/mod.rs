@@ -71,6 +71,8 @@ pub(crate) struct Shared {
 }
 
 impl Proxy {
+    /// A proxy forwarding to `upstream`, reading the live `policy`, holding approvals in `store`
+    /// and counting into `metrics`.
     pub fn new(
         upstream: Upstream,
         metrics: Arc<Metrics>,

@@ -30,6 +30,8 @@ const FEED_CAPACITY: usize = 1024;
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
 
+/// The approval store: what the gate, the admin API, the sweeper and the CLI hold. Cheap to clone
+/// (an `Arc`); [`Store::open`] picks the backend (SQLite or Postgres) from the URL.
 #[derive(Clone, Debug)]
 pub struct Store {
     inner: Arc<Inner>,

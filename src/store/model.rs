@@ -20,10 +20,13 @@ use uuid::Uuid;
 pub struct ApprovalId(pub Uuid);
 
 impl ApprovalId {
+    /// A new id: a UUIDv7, so ids sort by creation time.
     pub fn new() -> Self {
         Self(Uuid::now_v7())
     }
 
+    /// Parses the hyphenated (or any form `uuid` accepts) text of an id; `None` when it is not a
+    /// UUID.
     pub fn parse(s: &str) -> Option<Self> {
         Uuid::parse_str(s).ok().map(Self)
     }
@@ -41,18 +44,27 @@ impl fmt::Display for ApprovalId {
     }
 }
 
+/// An approval's lifecycle state. `pending` and `approved` are open; the rest are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// Waiting for votes.
     Pending,
+    /// Quorum reached (or bypassed): the next identical request consumes it.
     Approved,
+    /// An approver denied it.
     Denied,
+    /// Its clock ran out while pending or approved (reported at read time, before the sweeper
+    /// writes it).
     Expired,
+    /// The gate forwarded the request it approved; it is never used again.
     Consumed,
+    /// The requester withdrew it while pending.
     Withdrawn,
 }
 
 impl Status {
+    /// The status as stored and as the API shows it, e.g. `pending`.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "pending",
@@ -81,8 +93,11 @@ impl Status {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VoteKind {
+    /// Counts toward `approvals_required`.
     Approve,
+    /// Denies the approval at once.
     Deny,
+    /// Approves at once, whatever the quorum (admins only).
     Bypass,
 }
 
@@ -90,45 +105,75 @@ pub enum VoteKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Via {
+    /// The proxy (the gate, the sweeper, the canvas mirror).
     Gateway,
+    /// The admin API (`/v1/approvals…`).
     Api,
+    /// The `approval-gateway approvals` command.
     Cli,
 }
 
 /// One recorded decision, as shown in `Approval.decisions`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecisionRecord {
+    /// Who voted: the approver's subject.
     pub approver: String,
+    /// How they voted.
     pub decision: VoteKind,
+    /// The voter's comment, if any (required for a bypass).
     pub comment: Option<String>,
+    /// When the vote was recorded.
     pub decided_at: DateTime<Utc>,
 }
 
 /// An approval as the API serialises it (the README's "Approvals API").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Approval {
+    /// The approval's id.
     pub id: ApprovalId,
+    /// Its state now; an open approval past `expires_at` already reads `expired`.
     pub status: Status,
+    /// What is asked for: the route's `action` (or the agent's, for `POST /v1/approvals`).
     pub action: String,
+    /// What it applies to, rendered from the route's `scope` template (e.g. a workspace id).
     pub scope: String,
+    /// Why, in words, for the approver (rendered from the route's `reason`, or the agent's own).
     pub reason: String,
+    /// A JSON object of details shown to the approver; with `bind = "request"` it also holds the
+    /// bound request.
     pub context: Value,
+    /// The identity digest of `(scope, action, context)`, hex (`gate::request_hash`).
     pub request_hash: String,
+    /// The gated request's method; `None` for an approval made through `POST /v1/approvals`.
     pub method: Option<String>,
+    /// The gated request's path and query as received; `None` like `method`.
     pub path: Option<String>,
+    /// Who asked: the caller's subject, or its class name when it has none.
     pub requester: String,
     /// Subjects of the requester's `act` chain (self-approval check). Not part of the
     /// reference shape but harmless to show.
     #[serde(default)]
     pub requester_actors: Vec<String>,
+    /// The caller class of the requester, when one matched.
     pub caller: Option<String>,
+    /// Distinct approving votes needed (the quorum).
     pub approvals_required: u32,
+    /// Every vote so far, oldest first.
     pub decisions: Vec<DecisionRecord>,
+    /// When the approval was created.
     pub created_at: DateTime<Utc>,
+    /// When it expires: `pending_ttl` after creation while pending, `approval_ttl` after approval
+    /// once approved.
     pub expires_at: DateTime<Utc>,
+    /// When it was approved, denied or withdrawn; `None` while pending and when it expired
+    /// undecided.
     pub decided_at: Option<DateTime<Utc>>,
+    /// When the gate consumed it; `None` until then.
     pub consumed_at: Option<DateTime<Utc>>,
+    /// The status the upstream answered the consuming request with; `None` until recorded or when
+    /// it failed.
     pub upstream_status: Option<u16>,
+    /// Why the consuming request got no upstream answer, when it got none.
     pub upstream_error: Option<String>,
     /// Who wrote `reason` and `context` (an extension of the reference shape).
     pub origin: Origin,
@@ -158,17 +203,27 @@ impl Origin {
 /// What a gated request (or `POST /v1/approvals`) asks approval for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewApproval {
+    /// What it applies to (see [`Approval::scope`]).
     pub scope: String,
+    /// What is asked for (see [`Approval::action`]).
     pub action: String,
+    /// The identity digest; with scope and action, what finds an existing approval.
     pub request_hash: String,
+    /// Why, in words, for the approver.
     pub reason: String,
     /// A JSON object.
     pub context: Value,
+    /// The gated request's method; `None` for `POST /v1/approvals`.
     pub method: Option<String>,
+    /// The gated request's path and query; `None` like `method`.
     pub path: Option<String>,
+    /// Who asks: the caller's subject, or its class name when it has none.
     pub requester: String,
+    /// Subjects of the requester's `act` chain; none may vote on it.
     pub requester_actors: Vec<String>,
+    /// The requester's caller class, when one matched.
     pub caller: Option<String>,
+    /// Distinct approving votes needed.
     pub approvals_required: u32,
 }
 
@@ -192,8 +247,11 @@ pub enum GateOutcome {
     /// No approval to consume: the pending one (new when `created`). `previous` names the denied
     /// approval this one follows, when the newest with that identity was denied (the README's "What the gate does", step 3).
     Pending {
+        /// The pending approval as it now stands.
         approval: Approval,
+        /// This call created it (otherwise the request repeats an open one).
         created: bool,
+        /// The denied approval this one follows, if any.
         previous: Option<ApprovalId>,
     },
 }
@@ -201,24 +259,32 @@ pub enum GateOutcome {
 /// What happened to the forwarded request, recorded on the consumed approval.
 #[derive(Debug, Clone, PartialEq)]
 pub enum UpstreamResult {
+    /// The upstream answered with this status.
     Status(u16),
+    /// No answer; the text says what happened (and whether the upstream may have acted).
     Error(String),
 }
 
 /// A vote to record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Vote {
+    /// Who votes: the approver's subject (one vote per approver).
     pub approver: String,
+    /// Approve, deny or bypass.
     pub kind: VoteKind,
+    /// The voter's comment (required for a bypass).
     pub comment: Option<String>,
+    /// Where the vote came from, for the audit trail.
     pub via: Via,
 }
 
+/// What became of a vote ([`Store::decide`](super::Store::decide)).
 #[must_use]
 #[derive(Debug, Clone, PartialEq)]
 pub enum DecideOutcome {
     /// The vote was recorded; the approval as it now stands (maybe approved/denied).
     Recorded(Approval),
+    /// No approval has that id: 404.
     NotFound,
     /// Not pending (decided, expired, consumed, withdrawn): 409.
     NotPending(Approval),
@@ -226,28 +292,41 @@ pub enum DecideOutcome {
     AlreadyVoted(Approval),
 }
 
+/// What became of a withdrawal ([`Store::withdraw`](super::Store::withdraw)).
 #[must_use]
 #[derive(Debug, Clone, PartialEq)]
 pub enum WithdrawOutcome {
+    /// Withdrawn; the approval as it now stands.
     Withdrawn(Approval),
+    /// No approval has that id: 404.
     NotFound,
+    /// Not pending, so it cannot be withdrawn: 409.
     NotPending(Approval),
 }
 
 /// Filters of `GET /v1/approvals`. `cursor` is opaque (from a previous `Page`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ListFilter {
+    /// Only approvals in this state (`expired` includes open ones past their deadline).
     pub status: Option<Status>,
+    /// Only approvals with exactly this scope.
     pub scope: Option<String>,
+    /// Only approvals with exactly this action.
     pub action: Option<String>,
+    /// Only approvals this requester asked for.
     pub requester: Option<String>,
+    /// At most this many items: 0 means the default (50), more than `MAX_LIST_LIMIT` is capped.
     pub limit: u32,
+    /// Continue after the last item of a previous page (its `next_cursor`).
     pub cursor: Option<String>,
 }
 
+/// One page of `GET /v1/approvals`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Page {
+    /// The approvals, newest first.
     pub items: Vec<Approval>,
+    /// Pass as `ListFilter.cursor` for the next page; `None` on the last page.
     pub next_cursor: Option<String>,
 }
 
@@ -255,15 +334,26 @@ pub struct Page {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
+    /// The approval was created.
     Requested,
+    /// A request repeated an open approval's identity (audit only).
     Deduplicated,
+    /// A vote was recorded (every vote; a deciding one is followed by `Approved`, `Denied` or
+    /// `Bypassed`).
     Voted,
+    /// Quorum reached.
     Approved,
+    /// An admin's break-glass vote approved it.
     Bypassed,
+    /// A vote denied it.
     Denied,
+    /// The gate consumed it and forwarded the request.
     Consumed,
+    /// The upstream's answer to the consuming request was recorded (audit only).
     Upstream,
+    /// Its clock ran out (written by the sweeper).
     Expired,
+    /// The requester withdrew it.
     Withdrawn,
     /// The approval got a row in the Molecule server's approvals (docs/molecule.md, "The canvas mirror"; audit only).
     Mirrored,
@@ -285,6 +375,7 @@ impl EventKind {
         EventKind::Mirrored,
     ];
 
+    /// The name as stored in `approval_events.event`, e.g. `requested`.
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Requested => "requested",
@@ -319,12 +410,20 @@ impl EventKind {
 /// One `approval_events` row. `id` increases monotonically (SSE `id:` / `Last-Event-ID`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditEvent {
+    /// The row's id, increasing: SSE `id:` and the resume point of `events_after`.
     pub id: i64,
+    /// The approval it is about.
     pub approval_id: ApprovalId,
+    /// What happened.
     pub event: EventKind,
+    /// Who did it: an approver's or requester's subject, or `gateway` for the gateway itself.
     pub actor: String,
+    /// Where it came from.
     pub via: Via,
+    /// Event-specific JSON (e.g. a vote's decision and comment, an upstream status); `{}` when
+    /// none.
     pub detail: Value,
+    /// When it happened.
     pub at: DateTime<Utc>,
 }
 
@@ -332,11 +431,13 @@ pub struct AuditEvent {
 /// `approval_requests` (docs/molecule.md, "The canvas mirror").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MirrorRow {
+    /// The gateway approval.
     pub approval_id: ApprovalId,
     /// The workspace the server row belongs to (the scope, or the anchor workspace).
     pub workspace_id: String,
     /// The server row's id.
     pub server_id: String,
+    /// When the server row was created.
     pub mirrored_at: DateTime<Utc>,
     /// The decision written back to the server row (`approved` / `denied`), once done.
     pub written_back: Option<String>,
@@ -345,16 +446,22 @@ pub struct MirrorRow {
 /// Store failures. Never shown to downstream: the proxy answers 503, the API 503/500.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database cannot be reached or dropped the session.
     #[error("store unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// The schema is not there yet; `migrate` has not finished.
     #[error("store not ready (migrations not applied yet)")]
     NotReady,
+    /// The database rejected a statement.
     #[error("store query failed: {0}")]
     Query(#[source] sqlx::Error),
+    /// Applying the migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The store URL could not be parsed.
     #[error("invalid store url: {0}")]
     Url(String),
+    /// A row holds a value the gateway does not know (e.g. an unknown status).
     #[error("corrupt row: {0}")]
     Corrupt(String),
     /// `ListFilter.cursor` was not one this store produced (the API answers 400).

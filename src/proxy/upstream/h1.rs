@@ -63,10 +63,13 @@ const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// Why an upstream response could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum H1Error {
+    /// Reading or writing the socket failed.
     #[error("upstream connection failed")]
     Io(#[from] io::Error),
+    /// The upstream closed the connection before the whole response arrived.
     #[error("upstream closed the connection before the response was complete")]
     Closed,
+    /// The response is not valid HTTP/1.1; the text says what is wrong.
     #[error("malformed upstream response: {0}")]
     Malformed(&'static str),
 }
@@ -85,6 +88,7 @@ pub enum Resend {
 /// A failed round trip, and whether a new connection may carry the request again.
 #[derive(Debug)]
 pub struct Failed {
+    /// What went wrong.
     pub error: H1Error,
     pub(crate) retry: bool,
 }

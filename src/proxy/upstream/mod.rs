@@ -1,5 +1,5 @@
 //! The upstream client: send a request upstream and stream the answer back, through one entry
-//! point, [`Upstream::send`]. Nothing here knows the gate, the store or the proxy above it.
+//! point, `Upstream::send`. Nothing here knows the gate, the store or the proxy above it.
 //!
 //! ```text
 //! send ─▶ headers::prepare_request ─┬─ no body, no upgrade ─▶ Hop::write_head ─▶ h1 (hand-written)
@@ -12,11 +12,11 @@
 //! - `streamed.rs`: hyper's client (requests with a body, upgrades and their tunnels);
 //! - `pool.rs`: keep-alive connections of both kinds; `body.rs`: the body type of both legs;
 //! - `timer.rs`: the coarse per-shard clock; `shard.rs`: the per-shard state they live in;
-//! - `error.rs`: what can go wrong here ([`UpstreamError`]; `proxy/error.rs` maps it to statuses).
+//! - `error.rs`: what can go wrong here (`UpstreamError`; `proxy/error.rs` maps it to statuses).
 //!
 //! Input: the downstream request (its parts reused in place) and the downstream connection's
 //! facts. Output: the upstream's response with hop-by-hop headers removed, or an
-//! [`UpstreamError`]. Invariants: the path and query reach the upstream byte for byte (never
+//! `UpstreamError`. Invariants: the path and query reach the upstream byte for byte (never
 //! decoded or re-encoded); `Host` is kept as the client sent it; bodies stream both ways, never
 //! buffered; the request timeout bounds the wait for the response head only (on `timer.rs`'s
 //! coarse clock: it fires up to 100 ms late).
@@ -83,6 +83,8 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// The upstream `[upstream]` configures: its URL's authority and base path, the connect and
+    /// request timeouts. Fails when the URL is not `http://` with an authority.
     pub fn new(cfg: &crate::config::Upstream) -> Result<Self, UpstreamUrlError> {
         let bad = || UpstreamUrlError(cfg.url.to_string());
         cfg.url

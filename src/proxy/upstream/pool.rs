@@ -3,15 +3,15 @@
 //! Input: the upstream's `host:port` and connect timeout. Output: an idle pooled connection,
 //! else a new one, and, once a response body has been read to its end, the connection handed
 //! back. Two kinds are pooled apart: hyper's ([`SendRequest`], for requests with a body and
-//! upgrades; handed back by a [`Lease`]) and the hand-written client's ([`Conn`], for requests
+//! upgrades; handed back by a `Lease`) and the hand-written client's ([`Conn`], for requests
 //! without a body; handed back through its [`Home`]). Why not hyper-util's legacy `Client`:
 //! per request it boxes futures, locks a shared pool keyed by a hashed `(scheme, authority)`, and
 //! spawns a task to wait until the connection is reusable. Here a checkout is a pop from a
 //! per-shard stack and a hand-back a push, with no lock, no allocation and no task; on a
 //! runtime with one thread per shard a request never leaves its thread.
 //! Invariants: only connections whose last response body was read to its end (and whose
-//! `SendRequest` is ready) are reused; a connection idle for [`POOL_IDLE`] is closed instead of
-//! reused; at most [`MAX_IDLE`] idle connections per upstream per shard.
+//! `SendRequest` is ready) are reused; a connection idle for `POOL_IDLE` is closed instead of
+//! reused; at most `MAX_IDLE` idle connections per upstream per shard.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -34,10 +34,13 @@ pub(crate) const MAX_IDLE: usize = 256;
 /// Why a new upstream connection could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    /// No connection within the connect timeout.
     #[error("connect timed out")]
     Timeout,
+    /// Resolving the address or connecting failed.
     #[error("connect failed")]
     Io(#[source] std::io::Error),
+    /// hyper's HTTP/1.1 handshake on the new connection failed.
     #[error("http/1.1 handshake failed")]
     Handshake(#[source] hyper::Error),
 }
@@ -79,6 +82,8 @@ pub struct Pool {
 struct PoolKey(u64);
 
 impl Pool {
+    /// A pool for the upstream at `addr` (`host:port`, resolved at each connect), giving up a
+    /// connect after `connect_timeout`.
     pub fn new(addr: String, connect_timeout: Duration) -> Self {
         Self {
             key: PoolKey(NEXT_ID.fetch_add(1, Ordering::Relaxed)),

@@ -1,6 +1,6 @@
 //! The production backend: Postgres through sqlx, shared by several gateway replicas.
 //!
-//! Inputs: a `postgres://` URL. Outputs: the [`Dialect`] the shared rules run on (on the shared
+//! Inputs: a `postgres://` URL. Outputs: the `Dialect` the shared rules run on (on the shared
 //! sqlx pool), the gate's steps (`gate.rs`, on the gate's own connections, `conns.rs`), and the
 //! listener (`listen.rs`) that turns the `approval_events` trigger's NOTIFYs, from every
 //! replica, into events on the handle's broadcast feed.

@@ -1,6 +1,6 @@
 //! Reading `{body.POINTER}` fields the way Go's `encoding/json` binds struct fields (gin's binder).
 //!
-//! Input: the buffered request body and a pre-parsed [`BodyPointer`]. Output: the field's text,
+//! Input: the buffered request body and a pre-parsed `BodyPointer`. Output: the field's text,
 //! or the [`GateError`] that makes the request a 400.
 //!
 //! At each level an object key binds to a pointer segment when it equals it exactly or folds to
@@ -30,7 +30,7 @@ use super::GateError;
 
 /// A reference into the body: `body.a.b` or `body./a/b`, split into segments at load.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BodyPointer {
+pub(crate) struct BodyPointer {
     /// The reference as written in the template (`body.key`), used in error messages.
     written: String,
     segments: Vec<String>,

@@ -105,7 +105,7 @@ pub enum VoteKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Via {
-    /// The proxy (the gate, the sweeper, the canvas mirror).
+    /// The gateway itself: the gate, expiry, the canvas mirror and votes on its rows.
     Gateway,
     /// The admin API (`/v1/approvals…`).
     Api,
@@ -116,7 +116,8 @@ pub enum Via {
 /// One recorded decision, as shown in `Approval.decisions`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecisionRecord {
-    /// Who voted: the approver's subject.
+    /// Who voted: the approver's subject, or its class name when it has none (from the CLI:
+    /// `--as`, else `$USER`).
     pub approver: String,
     /// How they voted.
     pub decision: VoteKind,
@@ -268,7 +269,7 @@ pub enum UpstreamResult {
 /// A vote to record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Vote {
-    /// Who votes: the approver's subject (one vote per approver).
+    /// Who votes: the approver's subject, or its class name when it has none (one vote each).
     pub approver: String,
     /// Approve, deny or bypass.
     pub kind: VoteKind,
@@ -315,7 +316,7 @@ pub struct ListFilter {
     pub action: Option<String>,
     /// Only approvals this requester asked for.
     pub requester: Option<String>,
-    /// At most this many items: 0 means the default (50), more than `MAX_LIST_LIMIT` is capped.
+    /// At most this many items: 0 means the default (50); more than 200 is capped at 200.
     pub limit: u32,
     /// Continue after the last item of a previous page (its `next_cursor`).
     pub cursor: Option<String>,
@@ -351,7 +352,7 @@ pub enum EventKind {
     Consumed,
     /// The upstream's answer to the consuming request was recorded (audit only).
     Upstream,
-    /// Its clock ran out (written by the sweeper).
+    /// Its clock ran out (written by the sweeper, or by a later write that finds it due).
     Expired,
     /// The requester withdrew it.
     Withdrawn,

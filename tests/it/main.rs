@@ -3,6 +3,8 @@
 //! (`support::db`); set `AG_REQUIRE_POSTGRES=1` to make an unreachable Postgres a failure.
 
 #![allow(clippy::unwrap_used)]
+// A test binary exports nothing: `pub` in its modules only shares helpers between them.
+#![allow(unreachable_pub)]
 
 mod support;
 

@@ -27,6 +27,8 @@
 //! run's database is killed twice. The invariants are in `check.rs`.
 
 #![allow(clippy::unwrap_used)]
+// A test binary exports nothing: `pub` in its modules only shares helpers between them.
+#![allow(unreachable_pub)]
 
 #[path = "../it/support/mod.rs"]
 mod support;

@@ -231,21 +231,6 @@ impl Shared {
             Err(e) => ProxyError::from(e).into_response(),
         }
     }
-
-    /// [`Upstream::send`] for the gated path; `approval`: the approval the request consumed.
-    async fn forward_raw(
-        &self,
-        parts: http::request::Parts,
-        body: ProxyBody,
-        down: &Downstream,
-        approval: Option<&http::HeaderValue>,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        let req = Request::from_parts(parts, body);
-        Ok(self
-            .upstream
-            .send(req, down, &self.metrics, approval)
-            .await?)
-    }
 }
 
 /// Run the data plane on `listener` until `shutdown`, then drain for [`DEFAULT_DRAIN`].

@@ -297,10 +297,12 @@ impl GatedRequest<'_> {
             Body::Unread(body) => ProxyBody::Incoming(body),
             Body::Read(bytes) => ProxyBody::full(bytes),
         };
-        let (shared, parts, down) = (self.shared, self.parts, self.down);
-        self.note
-            .timed(shared.forward_raw(parts, body, down, approval))
-            .await
+        let shared = self.shared;
+        let req = http::Request::from_parts(self.parts, body);
+        let sent = shared
+            .upstream
+            .send(req, self.down, &shared.metrics, approval);
+        Ok(self.note.timed(sent).await?)
     }
 
     /// Count `outcome` in the metrics under the route's action and note it for the access line.

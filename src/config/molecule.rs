@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use super::file::{Errors, Section};
-use super::validate::{nonempty_env, Env};
+use super::validate::{http_base_url, nonempty_env, Env};
 
 const KEYS: &[&str] = &[
     "mirror_approvals",
@@ -72,7 +72,7 @@ pub(crate) fn compile(
 
     let server_url = match server_url {
         None => Some(upstream_url.to_string().trim_end_matches('/').to_owned()),
-        Some(u) => match server_url_of(u.trim()) {
+        Some(u) => match http_base_url(u.trim()) {
             Ok(u) => Some(u),
             Err(msg) => {
                 errs.push(s.key_at("server_url"), msg);
@@ -141,24 +141,4 @@ pub(crate) fn compile(
         resync: DEFAULT_RESYNC,
         worker,
     })
-}
-
-/// An http(s) base URL with a host, no user info, query or fragment; no trailing `/`.
-fn server_url_of(s: &str) -> Result<String, String> {
-    let uri: http::Uri = s
-        .parse()
-        .map_err(|e| format!("{s:?} is not an http:// or https:// URL: {e}"))?;
-    if !matches!(uri.scheme_str(), Some("http" | "https")) {
-        return Err(format!("{s:?} is not an http:// or https:// URL"));
-    }
-    let authority = uri
-        .authority()
-        .ok_or_else(|| format!("{s:?} has no host"))?;
-    if authority.as_str().contains('@') {
-        return Err("must not contain user info (user@host)".to_owned());
-    }
-    if uri.query().is_some() || s.contains('#') {
-        return Err("must not have a query or fragment".to_owned());
-    }
-    Ok(s.trim_end_matches('/').to_owned())
 }

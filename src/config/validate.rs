@@ -282,13 +282,19 @@ fn store(file_url: Option<String>, env: Env<'_>, errs: &mut Errors) -> StoreSett
     StoreSettings { url }
 }
 
-/// An http(s) base URL, returned without a trailing `/`.
+/// An http(s) base URL with a host and no user info, returned without a trailing `/`.
 pub(super) fn http_base_url(s: &str) -> Result<String, String> {
     let uri: http::Uri = s
         .parse()
         .map_err(|e| format!("{s:?} is not an http(s) URL: {e}"))?;
-    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+    let Some(authority) = uri.authority() else {
         return Err(format!("{s:?} must be an http:// or https:// URL"));
+    };
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(format!("{s:?} must be an http:// or https:// URL"));
+    }
+    if authority.as_str().contains('@') {
+        return Err("must not contain user info (user@host)".to_owned());
     }
     if uri.query().is_some() || s.contains('#') {
         return Err(format!("{s:?} must not have a query or fragment"));

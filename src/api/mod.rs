@@ -138,20 +138,12 @@ pub(crate) fn log_transition(
         approval_id = %approval.id,
         event = ?event,
         actor = %actor,
-        via = via_name(via),
+        via = via.as_str(),
         action = %approval.action,
         scope = %approval.scope,
         status = approval.status.as_str(),
         "approval transition"
     );
-}
-
-fn via_name(via: crate::store::Via) -> &'static str {
-    match via {
-        crate::store::Via::Gateway => "gateway",
-        crate::store::Via::Api => "api",
-        crate::store::Via::Cli => "cli",
-    }
 }
 
 /// A vote short of quorum: logged (the store audits it), not counted.
@@ -161,7 +153,7 @@ pub(crate) fn log_vote(approval: &Approval, actor: &str, via: crate::store::Via)
         approval_id = %approval.id,
         event = "voted",
         actor = %actor,
-        via = via_name(via),
+        via = via.as_str(),
         action = %approval.action,
         status = approval.status.as_str(),
         "approval vote"

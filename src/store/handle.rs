@@ -318,8 +318,8 @@ impl Store {
         Ok(())
     }
 
-    /// Every committed audit event that [`super::EventKind::is_announced`] (all but retries and
-    /// upstream results), live (Postgres: from every replica via LISTEN/NOTIFY).
+    /// Every committed audit event that [`super::EventKind::is_announced`] (all but retries,
+    /// upstream results and the mirror's bookkeeping), live (Postgres: from every replica via LISTEN/NOTIFY).
     /// Delivery starts once the store is ready; a lagging receiver should catch up with
     /// `events_after`.
     pub fn subscribe(&self) -> broadcast::Receiver<AuditEvent> {

@@ -113,6 +113,17 @@ pub enum Via {
     Cli,
 }
 
+impl Via {
+    /// The origin as stored and logged, e.g. `api`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Gateway => "gateway",
+            Via::Api => "api",
+            Via::Cli => "cli",
+        }
+    }
+}
+
 /// One recorded decision, as shown in `Approval.decisions`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecisionRecord {
@@ -394,12 +405,13 @@ impl EventKind {
     }
 
     /// Whether the event reaches the live feed ([`super::Store::subscribe`]) as well as the audit
-    /// table. A retry of a pending request and the upstream's answer to a consumed one are
-    /// audited only: they change no approval's status, nothing waits for them, and they are the
-    /// two events of the hot path. On Postgres an announced event is a `NOTIFY`, and every
-    /// committing transaction that notifies holds one cluster-wide lock through its commit,
-    /// WAL flush included; leaving these two out keeps retries and upstream results off that
-    /// lock. Postgres mirrors this list in its trigger (migration 0003).
+    /// table. A retry of a pending request, the upstream's answer to a consumed one and the
+    /// canvas mirror's bookkeeping are audited only: they change no approval's status and
+    /// nothing waits for them; the first two are the events of the hot path. On Postgres an
+    /// announced event is a `NOTIFY`, and every committing transaction that notifies holds one
+    /// cluster-wide lock through its commit, WAL flush included; leaving these out keeps
+    /// retries and upstream results off that lock. Postgres mirrors this list in its trigger
+    /// (migration 0005).
     pub fn is_announced(self) -> bool {
         !matches!(
             self,
@@ -569,14 +581,6 @@ pub(super) fn parse_vote(s: &str) -> Result<VoteKind, StoreError> {
     }
 }
 
-pub(super) fn via_str(via: Via) -> &'static str {
-    match via {
-        Via::Gateway => "gateway",
-        Via::Api => "api",
-        Via::Cli => "cli",
-    }
-}
-
 pub(super) fn parse_via(s: &str) -> Result<Via, StoreError> {
     match s {
         "gateway" => Ok(Via::Gateway),
@@ -625,7 +629,7 @@ mod tests {
             assert_eq!(parse_vote(vote_str(k)).ok(), Some(k));
         }
         for v in [Via::Gateway, Via::Api, Via::Cli] {
-            assert_eq!(parse_via(via_str(v)).ok(), Some(v));
+            assert_eq!(parse_via(v.as_str()).ok(), Some(v));
         }
         for s in [
             Status::Pending,

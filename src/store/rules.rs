@@ -20,7 +20,7 @@ use sqlx::{Arguments, ColumnIndex, Database, Encode, Executor, IntoArguments, Ro
 use uuid::Uuid;
 
 use super::dialect::{Column, Dialect};
-use super::model::{classify, parse_event, parse_via, parse_vote, via_str, vote_str, Row};
+use super::model::{classify, parse_event, parse_via, parse_vote, vote_str, Row};
 use super::*;
 
 /// Default and maximum page sizes of `list`.
@@ -166,7 +166,7 @@ where
         .bind(D::id(id))
         .bind(kind.as_str())
         .bind(actor)
-        .bind(via_str(via))
+        .bind(via.as_str())
         .bind(&detail)
         .bind(D::time(now))
         .fetch_one(&mut *c)
@@ -384,7 +384,7 @@ where
         .bind(vote_str(vote.kind))
         .bind(&vote.comment)
         .bind(D::time(now))
-        .bind(via_str(vote.via))
+        .bind(vote.via.as_str())
         .fetch_optional(&mut *c)
         .await
         .map_err(classify)?;

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::PgStore;
 use crate::store::dialect::{GateCall, UpstreamCall};
-use crate::store::model::{classify, via_str, Row};
+use crate::store::model::{classify, Row};
 use crate::store::rules::{deadline, Rules, COLS, SYSTEM_ACTOR};
 use crate::store::*;
 
@@ -157,7 +157,7 @@ async fn gate_step(
         .bind(&new.action)
         .bind(&new.request_hash)
         .bind(&new.requester)
-        .bind(via_str(via))
+        .bind(via.as_str())
         .bind(consume)
         .fetch_one(&mut *c)
         .await
@@ -247,7 +247,7 @@ async fn create(
         .bind(required)
         .bind(now)
         .bind(deadline(now, ttl.pending))
-        .bind(via_str(via))
+        .bind(via.as_str())
         .fetch_optional(&mut *c)
         .await
         .map_err(classify)?;

@@ -2,8 +2,8 @@
 //! workspace-server's `approval_requests`, so it shows in the canvas banner; a decision made in
 //! the gateway is written back to that row.
 //!
-//! One worker task per process (started by `app.rs` only when `[molecule] mirror_approvals` is
-//! on) follows the store's live event feed, like notifications, and *reconciles* the approval an
+//! One worker task per process (started by `app.rs` only when `[molecule] mirror_approvals` and
+//! `worker` are on) follows the store's live event feed, like notifications, and *reconciles* the approval an
 //! event is about:
 //!
 //! - pending, no server row yet → `POST {server_url}/workspaces/{ws}/approvals` (`ws` = the scope
@@ -111,8 +111,6 @@ pub(crate) fn spawn(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let server = server::Server::new(&settings)?;
-    // The series exists from the start, at 0.
-    metrics.mirror_failures.inc_by(0);
     let feed = store.subscribe();
     let worker = Worker {
         settings,

@@ -132,7 +132,7 @@ impl GatedRequest<'_> {
 
     /// Forward a request that consumed approval `id`: `Approval-Id` upstream and downstream, the
     /// upstream's answer recorded on the approval. One approval, one execution: it is sent at
-    /// most once (see `Upstream::forward`); when that send fails the client gets the error
+    /// most once (`Upstream::send` with `Resend::Never`); when that send fails the client gets the error
     /// (502/504) and the approval records whether the upstream may have acted on it.
     async fn forward_consumed(mut self, id: ApprovalId) -> Response<ProxyBody> {
         let action = self.matched.action();

@@ -1,11 +1,30 @@
-//! Buffering a request body whole, up to a cap: [`read_limited`], for the gated path only
-//! (the pass-through path streams every body, see `upstream/body.rs`).
+//! Buffering a request body whole, up to a cap: [`read_limited`], and within the read timeout:
+//! [`read_within`], for the gated path and the canvas decide only (the pass-through path
+//! streams every body, see `upstream/body.rs`).
+
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::Body;
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 
 use super::upstream::body::BodyFault;
+use super::upstream::timer;
+use super::ProxyError;
+
+/// Buffer a request body up to `limit` bytes within `within` (`listen.body_read_timeout`): a
+/// slow-loris body must not hold the request open. Too large 413, unreadable 400, too slow 408.
+pub(crate) async fn read_within(
+    body: Incoming,
+    limit: usize,
+    within: Duration,
+) -> Result<Bytes, ProxyError> {
+    match timer::timeout(timer::now(), within, read_limited(body, limit)).await {
+        Ok(read) => Ok(read?),
+        Err(timer::Elapsed) => Err(ProxyError::BodyTimeout),
+    }
+}
 
 /// Why a request body could not be buffered.
 #[derive(Debug, thiserror::Error)]

@@ -19,8 +19,8 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 
 use super::access::Note;
-use super::timer;
-use super::{json, read_limited, Problem, ProxyBody, ProxyError, Shared};
+use super::gated::count;
+use super::{json, read_within, Problem, ProxyBody, ProxyError, Shared};
 use crate::api::error::ApiError;
 use crate::caller::Caller;
 use crate::config::Policy;
@@ -180,24 +180,9 @@ pub(super) async fn handle(
         return answered(shared, note, Outcome::bad_request, resp);
     }
     let within = shared.upstream.body_timeouts().read;
-    let bytes = match timer::timeout(timer::now(), within, read_limited(body, MAX_BODY)).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => {
-            return answered(
-                shared,
-                note,
-                Outcome::bad_request,
-                ProxyError::from(e).into_response(),
-            )
-        }
-        Err(timer::Elapsed) => {
-            return answered(
-                shared,
-                note,
-                Outcome::bad_request,
-                ProxyError::BodyTimeout.into_response(),
-            )
-        }
+    let bytes = match read_within(body, MAX_BODY, within).await {
+        Ok(bytes) => bytes,
+        Err(e) => return answered(shared, note, Outcome::bad_request, e.into_response()),
     };
     let kind = match serde_json::from_slice::<DecideBody>(&bytes)
         .ok()
@@ -263,8 +248,7 @@ fn answered(
     outcome: Outcome,
     resp: Response<ProxyBody>,
 ) -> Intercepted {
-    shared.metrics.request(ACTION, outcome);
-    note.outcome = outcome;
+    count(shared, note, ACTION, outcome);
     Intercepted::Answered(resp)
 }
 

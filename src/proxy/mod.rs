@@ -31,10 +31,9 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use tokio::net::TcpListener;
 
-pub(crate) use body::read_limited;
+pub(crate) use body::read_within;
 pub(crate) use error::{json, Problem, ProxyError};
 pub(crate) use upstream::body::ProxyBody;
-use upstream::timer;
 pub(crate) use upstream::Downstream;
 pub use upstream::{Upstream, UpstreamUrlError};
 

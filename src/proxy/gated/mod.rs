@@ -20,4 +20,4 @@ mod hold;
 mod prefer_wait;
 mod request;
 
-pub(super) use request::{handle, Matched};
+pub(super) use request::{count, handle, Matched};

@@ -19,7 +19,7 @@ use crate::gate::{self, GateRule, Refusal};
 use crate::metrics;
 use crate::proxy::access::Note;
 use crate::proxy::canvas_decide::{self, Intercepted};
-use crate::proxy::{read_limited, timer, Downstream, ProxyBody, ProxyError, Shared};
+use crate::proxy::{read_within, Downstream, ProxyBody, ProxyError, Shared};
 use crate::route::RouteMatch;
 
 /// A request that matched a guard and/or a route. `route` borrows from `policy`.
@@ -214,16 +214,16 @@ impl GatedRequest<'_> {
         };
         let limit = self.matched.policy.gate.max_body_bytes;
         let within = self.shared.upstream.body_timeouts().read;
-        let error = match timer::timeout(timer::now(), within, read_limited(body, limit)).await {
-            Ok(Ok(bytes)) => {
+        match read_within(body, limit, within).await {
+            Ok(bytes) => {
                 self.body = Body::Read(bytes);
-                return Ok(());
+                Ok(())
             }
-            Ok(Err(e)) => ProxyError::from(e),
-            Err(timer::Elapsed) => ProxyError::BodyTimeout,
-        };
-        self.count(metrics::Outcome::bad_request);
-        Err(error.into_response())
+            Err(error) => {
+                self.count(metrics::Outcome::bad_request);
+                Err(error.into_response())
+            }
+        }
     }
 
     /// Answer the gate's refusal; nothing is forwarded.
@@ -311,7 +311,13 @@ impl GatedRequest<'_> {
     }
 }
 
-fn count(shared: &Shared, note: &mut Note, action: &str, outcome: metrics::Outcome) {
+/// Count `outcome` under `action` in the metrics and note it for the access line.
+pub(in crate::proxy) fn count(
+    shared: &Shared,
+    note: &mut Note,
+    action: &str,
+    outcome: metrics::Outcome,
+) {
     shared.metrics.request(action, outcome);
     note.outcome = outcome;
 }

@@ -25,54 +25,41 @@ use crate::api::error::ApiError;
 use crate::caller::Caller;
 use crate::config::Policy;
 use crate::metrics::Outcome;
+use crate::route::Normalized;
 use crate::store::{Via, Vote, VoteKind};
 
 /// Largest decide body read (the canvas sends a few dozen bytes).
 const MAX_BODY: usize = 16 * 1024;
 const ACTION: &str = "none";
 
-/// Does this request name the decide route under any reading of its path? (`path` as
-/// received.) A path that only some readings make a decide is intercepted too, and refused as
-/// ambiguous, so no spelling reaches the server's decide for a mirrored row.
-pub(super) fn matches(method: &http::Method, path: &str) -> bool {
-    use crate::route::Normalized;
-    method == http::Method::POST
-        && match crate::route::normalise(path) {
+/// Does this request name the decide route under any reading of its (normalised) path? A path
+/// that only some readings make a decide is intercepted too, and refused as ambiguous, so no
+/// spelling reaches the server's decide for a mirrored row.
+pub(super) fn matches(method: &http::Method, path: &Normalized<'_>) -> bool {
+    *method == http::Method::POST
+        && match path {
             // The common case, every POST while the mirror is on: no allocation.
-            Normalized::Clean(p) => {
-                let mut s = crate::route::path::clean_segments(p);
-                let five = [s.next(), s.next(), s.next(), s.next(), s.next()];
-                s.next().is_none()
-                    && matches!(
-                        five,
-                        [
-                            Some("workspaces"),
-                            Some(_),
-                            Some("approvals"),
-                            Some(_),
-                            Some("decide")
-                        ]
-                    )
-            }
-            Normalized::Readings(readings) => readings.iter().any(|r| {
-                r.iter()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>()
-                    .as_slice()
-                    .is_decide()
-            }),
+            Normalized::Clean(p) => is_decide(crate::route::path::clean_segments(p)),
+            Normalized::Readings(readings) => readings
+                .iter()
+                .any(|r| is_decide(r.iter().map(String::as_str))),
         }
 }
 
-trait DecideShape {
-    fn is_decide(&self) -> bool;
-}
-
-impl DecideShape for [&str] {
-    /// `workspaces / {id} / approvals / {aid} / decide`.
-    fn is_decide(&self) -> bool {
-        matches!(self, ["workspaces", _, "approvals", _, "decide"])
-    }
+/// `workspaces / {id} / approvals / {aid} / decide`, segment by segment.
+fn is_decide<'a>(mut segments: impl Iterator<Item = &'a str>) -> bool {
+    let five = [(); 5].map(|()| segments.next());
+    segments.next().is_none()
+        && matches!(
+            five,
+            [
+                Some("workspaces"),
+                Some(_),
+                Some("approvals"),
+                Some(_),
+                Some("decide")
+            ]
+        )
 }
 
 /// `(workspace id, approval id)` of `/workspaces/{id}/approvals/{aid}/decide`.
@@ -269,6 +256,11 @@ fn api_problem(e: &ApiError) -> Response<ProxyBody> {
 mod tests {
     use super::*;
 
+    /// [`matches`] on the path as received.
+    fn decide(method: &http::Method, path: &str) -> bool {
+        matches(method, &crate::route::normalise(path))
+    }
+
     #[test]
     fn the_decide_route_and_nothing_else() {
         let post = http::Method::POST;
@@ -276,9 +268,9 @@ mod tests {
             parse("/workspaces/w1/approvals/a1/decide"),
             Some(("w1".to_owned(), "a1".to_owned()))
         );
-        assert!(matches(&post, "/workspaces/w1/approvals/a1/decide"));
-        assert!(matches(&post, "/workspaces/w1/approvals/a%31/decide"));
-        assert!(!matches(
+        assert!(decide(&post, "/workspaces/w1/approvals/a1/decide"));
+        assert!(decide(&post, "/workspaces/w1/approvals/a%31/decide"));
+        assert!(!decide(
             &http::Method::GET,
             "/workspaces/w1/approvals/a1/decide"
         ));
@@ -288,7 +280,7 @@ mod tests {
             "/workspaces//approvals/a1/decide",
             "/workspaces/w1/approvals/a1/./decide",
         ] {
-            assert!(matches(&post, p), "{p}");
+            assert!(decide(&post, p), "{p}");
             assert!(crate::route::path::plain(p).is_err(), "{p}");
         }
         for p in [
@@ -296,7 +288,7 @@ mod tests {
             "/workspaces/w1/approvals/a1/decide/x",
             "/x/workspaces/w1/approvals/a1/decide",
         ] {
-            assert!(!matches(&post, p), "{p}");
+            assert!(!decide(&post, p), "{p}");
         }
     }
 }

@@ -147,16 +147,20 @@ impl Proxy {
             drop(policy);
             return Ok(shared.pass_through_logged(req, &down).await);
         }
-        // The canvas mirror's decide route goes down the gated path even without a rule.
-        let canvas_decide =
-            shared.canvas_decide && canvas_decide::matches(req.method(), req.uri().path());
-        let (guard, route) = match lookup(&policy, req.method(), req.uri().path()) {
-            Some(hit) => hit,
-            None if canvas_decide => (false, None),
-            None => {
-                drop(policy);
-                return Ok(shared.pass_through_logged(req, &down).await);
-            }
+        let hit = lookup(
+            &policy,
+            req.method(),
+            req.uri().path(),
+            shared.canvas_decide,
+        );
+        let Some(Hit {
+            guard,
+            route,
+            canvas_decide,
+        }) = hit
+        else {
+            drop(policy);
+            return Ok(shared.pass_through_logged(req, &down).await);
         };
         // A hit: keep this policy for the whole request, even if a reload swaps it meanwhile.
         let policy = arc_swap::Guard::into_inner(policy);
@@ -184,24 +188,39 @@ impl Proxy {
     }
 }
 
-/// `Some((whether a guard matched, the route that matched with its parameters))` when a guard
-/// or a route matches. Most unmatched traffic is ruled out by its method alone, before the path
-/// is read. The rule comes back as its own `Arc` (one increment, on hits only), so the caller
-/// can let go of its borrow of the policy and match nothing twice.
-fn lookup(policy: &Policy, method: &http::Method, raw_path: &str) -> Option<Lookup> {
-    if !policy.guards.has_method(method) && !policy.routes.has_method(method) {
+/// What a request matched, when it matched anything.
+struct Hit {
+    /// A guard matched.
+    guard: bool,
+    /// The route that matched, with its parameters.
+    route: Option<(Arc<GateRule>, route::Params)>,
+    /// The canvas mirror's decide route (with the mirror on): it goes down the gated path even
+    /// without a rule.
+    canvas_decide: bool,
+}
+
+/// What the request matched, on one normalisation of its path; `None` for a miss. Most
+/// unmatched traffic is ruled out by its method alone, before the path is read. The rule comes
+/// back as its own `Arc` (one increment, on hits only), so the caller can let go of its borrow
+/// of the policy and match nothing twice. `canvas`: the canvas mirror is on.
+fn lookup(policy: &Policy, method: &http::Method, raw_path: &str, canvas: bool) -> Option<Hit> {
+    let canvas = canvas && method == http::Method::POST;
+    if !canvas && !policy.guards.has_method(method) && !policy.routes.has_method(method) {
         return None;
     }
     let path = route::normalise(raw_path);
+    let canvas_decide = canvas && canvas_decide::matches(method, &path);
     let guard = policy.guards.find_normalized(method, &path).is_some();
     let route = policy
         .routes
         .find_normalized(method, &path)
         .map(|m| (Arc::clone(m.value), m.params));
-    (guard || route.is_some()).then_some((guard, route))
+    (guard || route.is_some() || canvas_decide).then_some(Hit {
+        guard,
+        route,
+        canvas_decide,
+    })
 }
-
-type Lookup = (bool, Option<(Arc<GateRule>, route::Params)>);
 
 impl Shared {
     /// The hot path plus its access line when the `access` target is on; when it is off this

@@ -30,7 +30,8 @@ use crate::store::{
 const NO_SUCH_APPROVAL: &str = "no such approval";
 /// Longest `?wait=` (seconds).
 pub(super) const MAX_WAIT_SECS: u64 = 60;
-pub(crate) const DEFAULT_LIMIT: u32 = 50;
+/// The store's page size when `limit` is absent.
+pub(crate) const DEFAULT_LIMIT: u32 = crate::store::DEFAULT_LIST_LIMIT;
 /// One limit for the API and the store: a larger `limit` is a 400, never silently clamped.
 pub(crate) const MAX_LIMIT: u32 = crate::store::MAX_LIST_LIMIT;
 

@@ -31,5 +31,7 @@ pub use model::{
     Via, Vote, VoteKind, WithdrawOutcome,
 };
 
+/// The page size of a list call that names none.
+pub(crate) use rules::DEFAULT_LIMIT as DEFAULT_LIST_LIMIT;
 /// The most approvals one list call returns (larger `limit`s are refused by the API).
 pub(crate) use rules::MAX_LIMIT as MAX_LIST_LIMIT;

@@ -24,7 +24,7 @@ use super::model::{classify, parse_event, parse_via, parse_vote, vote_str, Row};
 use super::*;
 
 /// Default and maximum page sizes of `list`.
-const DEFAULT_LIMIT: u32 = 50;
+pub(crate) const DEFAULT_LIMIT: u32 = 50;
 pub(crate) const MAX_LIMIT: u32 = 200;
 
 /// Actor recorded on transitions the gateway makes on its own (expiry, upstream results).

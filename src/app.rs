@@ -126,13 +126,13 @@ impl App {
         let upstream = Upstream::new(&self.config.upstream)
             .context("building the upstream client")?
             .with_body_timeouts(self.config.listen.body_timeouts);
-        let proxy = Proxy::new(
+        let proxy = Proxy::with_canvas_decide(
             upstream,
             Arc::clone(&self.metrics),
             Arc::clone(&self.policy),
             self.store.clone(),
-        )
-        .with_canvas_decide(self.config.molecule.is_some());
+            self.config.molecule.is_some(),
+        );
         let mirror_health = self
             .config
             .molecule

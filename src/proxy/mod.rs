@@ -78,6 +78,18 @@ impl Proxy {
         policy: Arc<ArcSwap<Policy>>,
         store: Store,
     ) -> Self {
+        Self::with_canvas_decide(upstream, metrics, policy, store, false)
+    }
+
+    /// [`Proxy::new`], answering decide calls on the canvas mirror's rows (`docs/molecule.md`
+    /// §8) as votes in the gateway when `canvas_decide` is on.
+    pub(crate) fn with_canvas_decide(
+        upstream: Upstream,
+        metrics: Arc<Metrics>,
+        policy: Arc<ArcSwap<Policy>>,
+        store: Store,
+        canvas_decide: bool,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 upstream,
@@ -85,19 +97,9 @@ impl Proxy {
                 policy,
                 store,
                 background: tokio_util::task::TaskTracker::new(),
-                canvas_decide: false,
+                canvas_decide,
             }),
         }
-    }
-
-    /// Answer decide calls on the canvas mirror's rows (`docs/molecule.md`) as votes in the gateway. Call
-    /// right after [`Proxy::new`], before the proxy is cloned.
-    pub(crate) fn with_canvas_decide(mut self, on: bool) -> Self {
-        match Arc::get_mut(&mut self.shared) {
-            Some(shared) => shared.canvas_decide = on,
-            None => tracing::error!("with_canvas_decide on a shared proxy: ignored"),
-        }
-        self
     }
 
     /// Wait (at most `within`) for the work requests left running after their answers, so a
@@ -121,13 +123,13 @@ impl Proxy {
     /// ([`Store::for_this_thread`]). Call it on the shard's runtime.
     pub(crate) fn for_this_thread(&self) -> Proxy {
         let s = &*self.shared;
-        Proxy::new(
+        Proxy::with_canvas_decide(
             s.upstream.clone(),
             Arc::clone(&s.metrics),
             Arc::clone(&s.policy),
             s.store.for_this_thread(),
+            s.canvas_decide,
         )
-        .with_canvas_decide(s.canvas_decide)
     }
 
     /// One request, start to finish. Never fails: every error becomes a problem response.
